@@ -1,0 +1,134 @@
+"""`rmad`: one command for every process and tool.
+
+    rmad run       ingest + worker + api in one process (embedded bus/state unless Kafka/Redis are configured)
+    rmad api       the HTTP API only
+    rmad ingest    the configured sources only
+    rmad worker    the streaming scorer only
+    rmad train|evaluate|export   the model tools (need the `train` extra)
+    rmad score     score a file offline with the runtime's feature and ONNX code
+
+Parts add their subcommands through `SUBCOMMANDS` (module path with `add_arguments(parser)` and `run(args)`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from service.settings import Settings, SettingsError, load_settings
+
+# name -> (module implementing add_arguments/run, help). Missing modules are listed as unavailable.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("models.cli_train", "train a model from ../shared/data (needs the train extra)"),
+    "evaluate": ("models.cli_evaluate", "evaluate models, baselines and ablations; print the tables"),
+    "export": ("models.cli_export", "export a trained model to ONNX with its manifest"),
+    "score": ("service.scoring.offline", "score a file offline with the runtime's bar, window and ONNX code"),
+    "keys": ("service.api.keys_cli", "create, revoke and list API keys"),
+}
+
+_EXTRA_HINT = "install the extra it belongs to, e.g. `pip install -e .[train,cpu]`"
+
+SERVE_ROLES = {"run": {"ingest", "worker", "api"}, "api": {"api"}, "ingest": {"ingest"}, "worker": {"worker"}}
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as err:
+        print(f"rmad: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _serve(roles: set[str], args: argparse.Namespace) -> int:
+    import asyncio
+
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.components import build
+    from service.runtime import Runtime
+
+    settings = _settings_or_exit()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runtime = Runtime.from_settings(settings)
+    for component in build(roles, runtime, args):
+        runtime.add(component)
+    if "api" in roles:
+        app = create_app(runtime)
+        config = uvicorn.Config(
+            app,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+            lifespan="on",
+        )
+        uvicorn.Server(config).run()
+        return 0
+    return asyncio.run(_run_headless(runtime))
+
+
+async def _run_headless(runtime: object) -> int:
+    """Run components without HTTP until SIGTERM/SIGINT, then drain within the grace period."""
+    import asyncio
+    import signal
+
+    from service.runtime import Runtime
+
+    assert isinstance(runtime, Runtime)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await runtime.start()
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rmad", description="rmad-crypto: real-time crypto anomaly detection")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, roles in SERVE_ROLES.items():
+        p = sub.add_parser(name, help=f"serve: {' + '.join(sorted(roles))}")
+        p.add_argument("--host", default=None, help="bind address (default RMAD_HOST)")
+        p.add_argument("--port", type=int, default=None, help="port (default RMAD_PORT)")
+        p.add_argument(
+            "--source",
+            default=None,
+            help="market source: live (exchanges), simulator, or replay:PATH (default RMAD_INGEST_SOURCE)",
+        )
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if (exc.name is not None and module.startswith(exc.name + ".")) or exc.name == module:
+                continue  # this part is not built yet
+            missing = exc.name or str(exc)
+            p = sub.add_parser(name, help=f"{help_text} [unavailable: needs {missing}]")
+            p.set_defaults(_unavailable=f"rmad {name} needs the Python module {missing!r}: {_EXTRA_HINT}")
+            continue
+        p = sub.add_parser(name, help=help_text)
+        mod.add_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in SERVE_ROLES:
+        return _serve(SERVE_ROLES[args.command], args)
+    if getattr(args, "_unavailable", None):
+        print(args._unavailable, file=sys.stderr)
+        return 2
+    return int(args._module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Settings mixins, one per concern; `service.settings.Settings` composes them into the one Settings class."""
