@@ -1,9 +1,101 @@
-"""Settings owned by the ingest part (fields are read as RMAD_<FIELD>)."""
+"""Settings owned by the ingest part (fields are read as RMAD_<FIELD>).
+
+Lists (`RMAD_INGEST_SYMBOLS`, `RMAD_INGEST_VENUES`, `RMAD_INGEST_STREAMS`) accept `A,B,C` or a JSON list.
+URLs default to the exchanges' real public endpoints; tests point them at local fake servers.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import NoDecode
+
+VenueName = Literal["binance-spot", "binance-usdm", "bybit-spot", "bybit-linear"]
+StreamName = Literal["trades", "books", "bars"]
+
+ALL_VENUES: tuple[VenueName, ...] = ("binance-spot", "binance-usdm", "bybit-spot", "bybit-linear")
+ALL_STREAMS: tuple[StreamName, ...] = ("trades", "books", "bars")
+
+
+def _split(value: object) -> object:
+    """`"a, b"` -> `["a", "b"]`; JSON lists and real lists pass through."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [p.strip() for p in text.split(",") if p.strip()]
+    return value
 
 
 class IngestSettings(BaseModel):
     """Knobs of the ingest part; composed into service.settings.Settings."""
+
+    # --- what to follow
+    ingest_venues: Annotated[list[VenueName], NoDecode] = Field(
+        default_factory=lambda: list(ALL_VENUES), description="exchange feeds `rmad ingest` follows live"
+    )
+    ingest_symbols: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["BTCUSDT", "ETHUSDT", "SOLUSDT"],
+        description="exchange symbols (upper case, no separator) followed on every configured venue",
+    )
+    ingest_streams: Annotated[list[StreamName], NoDecode] = Field(
+        default_factory=lambda: list(ALL_STREAMS), description="event kinds to subscribe to"
+    )
+    ingest_kline_interval: Literal["1m", "3m", "5m", "15m", "1h"] = "1m"
+    ingest_binance_trade_stream: Literal["aggTrade", "trade"] = "aggTrade"
+
+    # --- endpoints (real defaults; tests override)
+    binance_spot_ws_url: str = "wss://stream.binance.com:9443"
+    binance_usdm_ws_url: str = "wss://fstream.binance.com"
+    binance_spot_rest_url: str = "https://api.binance.com"
+    binance_usdm_rest_url: str = "https://fapi.binance.com"
+    bybit_spot_ws_url: str = "wss://stream.bybit.com/v5/public/spot"
+    bybit_linear_ws_url: str = "wss://stream.bybit.com/v5/public/linear"
+
+    # --- exchange limits
+    binance_spot_max_msgs_per_s: float = Field(default=5.0, gt=0, description="Binance spot inbound limit")
+    binance_usdm_max_msgs_per_s: float = Field(default=10.0, gt=0, description="Binance futures inbound limit")
+    binance_max_streams_per_connection: int = Field(default=1024, ge=1, le=1024)
+    binance_max_streams_per_subscribe: int = Field(default=200, ge=1, le=1024)
+    binance_depth_snapshot_limit: int = Field(default=1000, ge=5, le=5000)
+    binance_depth_speed: Literal["100ms", "250ms", "500ms", ""] = "100ms"
+    bybit_max_args_per_subscribe: int = Field(default=10, ge=1, le=10)
+    bybit_max_topics_per_connection: int = Field(default=200, ge=1)
+    bybit_ping_interval_s: float = Field(default=20.0, gt=0)
+    bybit_book_depth: Literal[1, 50, 200, 1000] = 50
+
+    # --- connection lifecycle
+    ingest_backoff_initial_s: float = Field(default=1.0, gt=0)
+    ingest_backoff_max_s: float = Field(default=60.0, gt=0)
+    ingest_open_timeout_s: float = Field(default=10.0, gt=0)
+    ingest_idle_timeout_s: float = Field(default=90.0, gt=0, description="no frame for this long -> reconnect")
+    ingest_max_connection_age_s: float = Field(
+        default=23 * 3600.0, gt=0, description="rotate before the exchanges' 24 h limit"
+    )
+    ingest_rest_timeout_s: float = Field(default=10.0, gt=0)
+
+    # --- normalisation and publishing
+    ingest_book_levels: int = Field(default=20, ge=1, le=1000, description="levels per side in market.books")
+    ingest_book_min_interval_ms: int = Field(
+        default=100, ge=0, description="at most one BookTop per key per interval (event time); 0 = every update"
+    )
+    ingest_trade_dedupe_window: int = Field(default=20_000, ge=100, description="recent trade ids kept per key")
+
+    # --- sources other than the live exchanges (replay, simulator) are added below by their part
+
+    @field_validator("ingest_venues", "ingest_symbols", "ingest_streams", mode="before")
+    @classmethod
+    def _lists(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("ingest_symbols")
+    @classmethod
+    def _symbols(cls, value: list[str]) -> list[str]:
+        out = [s.upper() for s in value]
+        for s in out:
+            if not s.isalnum():
+                raise ValueError(f"symbol {s!r} must be letters and digits only, e.g. BTCUSDT")
+        return out
