@@ -1,0 +1,277 @@
+"""Time bars from trades (incremental) and from exchange klines, with the same field names.
+
+`TradeBarBuilder` is used tick by tick by the streaming worker and, unchanged, by the training loaders, so a bar
+means the same thing in both places. It emits every interval, including empty ones (a quiet market is information,
+and the window length in bars must equal a fixed span of time), and marks bars `incomplete` when told the input
+had a gap there (a sequence jump or a reconnect), so a window built on lost trades can be scored with care.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Bar:
+    """One closed time bar. Volumes: `volume` in base units, `quote_volume` in quote units (BTC for SYM/BTC).
+
+    Fields a source cannot know are None (klines without trade counts or taker volume, klines never have rush
+    orders); `MarketFeatureState` treats them as neutral.
+    """
+
+    start_ms: int
+    interval_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    quote_volume: float
+    vwap: float
+    trades: int | None = 0
+    taker_buy_volume: float | None = 0.0  # base units
+    taker_sell_volume: float | None = 0.0
+    taker_buy_quote: float | None = 0.0
+    rush_orders: int | None = 0  # buy-side rush orders (La Morgia et al.)
+    rush_sell_orders: int | None = 0
+    incomplete: bool = False
+
+    @property
+    def end_ms(self) -> int:
+        return self.start_ms + self.interval_ms
+
+    @property
+    def empty(self) -> bool:
+        return self.volume <= 0.0
+
+    @property
+    def imbalance(self) -> float:
+        """(taker buy - taker sell) / (buy + sell) base volume in [-1, 1]; 0 when unknown or empty."""
+        if self.taker_buy_volume is None or self.taker_sell_volume is None:
+            return 0.0
+        total = self.taker_buy_volume + self.taker_sell_volume
+        return 0.0 if total <= 0.0 else (self.taker_buy_volume - self.taker_sell_volume) / total
+
+
+@dataclass(slots=True)
+class _Acc:
+    """Accumulator of one open bar (trades may arrive out of order within the allowed lateness)."""
+
+    first_ts: int
+    open: float
+    last_ts: int
+    close: float
+    high: float
+    low: float
+    volume: float = 0.0
+    quote: float = 0.0
+    trades: int = 0
+    buy: float = 0.0
+    sell: float = 0.0
+    buy_quote: float = 0.0
+    rush_buy: int = 0
+    rush_sell: int = 0
+    same_ms: dict[tuple[int, bool], int] = field(default_factory=dict)
+
+
+class TradeBarBuilder:
+    """Incremental trade -> bar aggregation on event time.
+
+    A bar [s, s + interval) closes once the watermark (the latest trade time seen, or the time given to
+    `advance`) reaches s + interval + allowed_lateness_ms. A trade older than the oldest open bar is late: it is
+    counted in `late_trades` and dropped (its bar is already out). A rush order is a taker order that the exchange
+    reports as several trades in the same millisecond on the same side (La Morgia et al.): the second trade of a
+    (millisecond, side) group counts one rush order, later ones add nothing.
+    """
+
+    def __init__(self, interval_ms: int = 5000, allowed_lateness_ms: int = 0) -> None:
+        if interval_ms <= 0:
+            raise ValueError("interval_ms must be positive")
+        if allowed_lateness_ms < 0:
+            raise ValueError("allowed_lateness_ms must be >= 0")
+        self.interval_ms = interval_ms
+        self.allowed_lateness_ms = allowed_lateness_ms
+        self._open: dict[int, _Acc] = {}
+        self._next_start: int | None = None  # start of the next bar to emit
+        self._watermark: int | None = None
+        self._last_close: float | None = None
+        self._gaps: list[tuple[int, int]] = []
+        self.late_trades = 0
+
+    def _bar_start(self, ts_ms: int) -> int:
+        return ts_ms - ts_ms % self.interval_ms
+
+    def add_trade(
+        self,
+        ts_ms: int,
+        price: float,
+        size: float,
+        taker_buy: bool,
+        quote: float | None = None,
+    ) -> list[Bar]:
+        """Add one trade; return the bars this closed (oldest first, empty intervals included)."""
+        if not (price > 0.0 and math.isfinite(price)) or not (size >= 0.0 and math.isfinite(size)):
+            raise ValueError(f"bad trade price={price!r} size={size!r}")
+        start = self._bar_start(ts_ms)
+        if self._next_start is None:
+            self._next_start = start
+        if start < self._next_start:
+            self.late_trades += 1
+            return self.advance(ts_ms)
+        q = price * size if quote is None else quote
+        acc = self._open.get(start)
+        if acc is None:
+            acc = _Acc(first_ts=ts_ms, open=price, last_ts=ts_ms, close=price, high=price, low=price)
+            self._open[start] = acc
+        else:
+            if ts_ms < acc.first_ts:
+                acc.first_ts, acc.open = ts_ms, price
+            if ts_ms >= acc.last_ts:
+                acc.last_ts, acc.close = ts_ms, price
+            acc.high = max(acc.high, price)
+            acc.low = min(acc.low, price)
+        acc.volume += size
+        acc.quote += q
+        acc.trades += 1
+        if taker_buy:
+            acc.buy += size
+            acc.buy_quote += q
+        else:
+            acc.sell += size
+        key = (ts_ms, taker_buy)
+        n = acc.same_ms.get(key, 0) + 1
+        acc.same_ms[key] = n
+        if n == 2:
+            if taker_buy:
+                acc.rush_buy += 1
+            else:
+                acc.rush_sell += 1
+        return self.advance(ts_ms)
+
+    def notify_gap(self, start_ms: int, end_ms: int) -> None:
+        """Input was lost in [start_ms, end_ms]: bars overlapping it (open now or later) are flagged incomplete."""
+        if end_ms < start_ms:
+            start_ms, end_ms = end_ms, start_ms
+        self._gaps.append((start_ms, end_ms))
+
+    def advance(self, now_ms: int) -> list[Bar]:
+        """Move the watermark to `now_ms` (event time; call it on a timer when the market is quiet)."""
+        if self._watermark is None or now_ms > self._watermark:
+            self._watermark = now_ms
+        if self._next_start is None:
+            return []
+        out: list[Bar] = []
+        limit = self._watermark - self.allowed_lateness_ms
+        while self._next_start + self.interval_ms <= limit:
+            bar = self._close(self._next_start)
+            if bar is not None:
+                out.append(bar)
+            self._next_start += self.interval_ms
+        return out
+
+    def flush(self) -> list[Bar]:
+        """Close every open bar (end of a replay file)."""
+        out: list[Bar] = []
+        if self._next_start is None:
+            return out
+        last = max(self._open) if self._open else self._next_start - self.interval_ms
+        while self._next_start <= last:
+            bar = self._close(self._next_start)
+            if bar is not None:
+                out.append(bar)
+            self._next_start += self.interval_ms
+        return out
+
+    def _is_gap(self, start: int, end: int) -> bool:
+        hit = any(g0 < end and g1 >= start for g0, g1 in self._gaps)
+        self._gaps = [g for g in self._gaps if g[1] >= end]
+        return hit
+
+    def _close(self, start: int) -> Bar | None:
+        acc = self._open.pop(start, None)
+        end = start + self.interval_ms
+        incomplete = self._is_gap(start, end)
+        if acc is None:
+            if self._last_close is None:
+                return None
+            c = self._last_close
+            return Bar(start, self.interval_ms, c, c, c, c, 0.0, 0.0, c, 0, 0.0, 0.0, 0.0, 0, 0, incomplete)
+        self._last_close = acc.close
+        vwap = acc.quote / acc.volume if acc.volume > 0.0 else acc.close
+        return Bar(
+            start_ms=start,
+            interval_ms=self.interval_ms,
+            open=acc.open,
+            high=acc.high,
+            low=acc.low,
+            close=acc.close,
+            volume=acc.volume,
+            quote_volume=acc.quote,
+            vwap=vwap,
+            trades=acc.trades,
+            taker_buy_volume=acc.buy,
+            taker_sell_volume=acc.sell,
+            taker_buy_quote=acc.buy_quote,
+            rush_orders=acc.rush_buy,
+            rush_sell_orders=acc.rush_sell,
+            incomplete=incomplete,
+        )
+
+
+def bars_from_trades(
+    ts_ms: Sequence[int],
+    price: Sequence[float],
+    size: Sequence[float],
+    taker_buy: Sequence[bool],
+    interval_ms: int = 5000,
+    quote: Sequence[float] | None = None,
+) -> list[Bar]:
+    """All bars of a time-sorted trade list through `TradeBarBuilder` (the path training uses)."""
+    builder = TradeBarBuilder(interval_ms=interval_ms)
+    out: list[Bar] = []
+    for i in range(len(ts_ms)):
+        q = None if quote is None else float(quote[i])
+        out.extend(builder.add_trade(int(ts_ms[i]), float(price[i]), float(size[i]), bool(taker_buy[i]), q))
+    out.extend(builder.flush())
+    return out
+
+
+def _num(x: float | int | None) -> float:
+    if x is None:
+        raise ValueError("missing kline value")
+    return float(x)
+
+
+def bars_from_klines(
+    rows: Iterable[Sequence[float | int | None]],
+    interval_ms: int = 60_000,
+    fill_gaps: bool = True,
+) -> list[Bar]:
+    """Bars from kline rows `(open_time_ms, open, high, low, close, volume[, quote_volume, trades,
+    taker_buy_base, taker_buy_quote])`. Missing columns become None (freqtrade caches have only OHLCV).
+
+    Missing intervals (exchange maintenance) become empty bars flagged `incomplete`: the data was lost, not quiet.
+    """
+    out: list[Bar] = []
+    for row in rows:
+        t = int(_num(row[0]))
+        o, h, lo, c, v = (_num(x) for x in row[1:6])
+        qv = _num(row[6]) if len(row) > 6 and row[6] is not None else v * (o + h + lo + c) / 4.0
+        n = int(_num(row[7])) if len(row) > 7 and row[7] is not None else None
+        tb = _num(row[8]) if len(row) > 8 and row[8] is not None else None
+        tbq = _num(row[9]) if len(row) > 9 and row[9] is not None else None
+        if fill_gaps and out:
+            prev = out[-1]
+            s = prev.start_ms + interval_ms
+            while s < t:
+                pc = prev.close
+                z_n = None if n is None else 0
+                z_t = None if tb is None else 0.0
+                out.append(Bar(s, interval_ms, pc, pc, pc, pc, 0.0, 0.0, pc, z_n, z_t, z_t, z_t, None, None, True))
+                s += interval_ms
+        sell = None if tb is None else max(v - tb, 0.0)
+        vwap = qv / v if v > 0.0 else c
+        out.append(Bar(t, interval_ms, o, h, lo, c, v, qv, vwap, n, tb, sell, tbq, None, None, False))
+    return out
