@@ -28,7 +28,8 @@ def _load_parts() -> None:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name != module:  # the module exists but something it needs is missing: a real error
+            # the part is not built (its module or package is absent); anything else missing is a real error
+            if exc.name is None or not (module == exc.name or module.startswith(exc.name + ".")):
                 raise
 
 

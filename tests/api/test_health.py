@@ -71,13 +71,15 @@ def test_rmad_run_serves_and_stops_on_sigterm() -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                     break
             except OSError:
                 time.sleep(0.1)
+        if proc.poll() is not None:
+            raise AssertionError(f"rmad run exited early ({proc.returncode}): {proc.communicate()[1]}")
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
         r = httpx.get(f"http://127.0.0.1:{port}/readyz")
         assert r.status_code == 503 and "state" in r.json()["not_ready"]
