@@ -1,0 +1,585 @@
+"""Address activity features, kept incrementally in Redis with one atomic script per transaction.
+
+Why these names: `CHAIN_FEATURES` are spelt exactly like the columns of the Ethereum fraud-accounts dataset
+(../shared/data/ethereum-fraud-accounts/transaction_dataset.csv, trailing space of "max value received " included)
+where they mean the same thing, so a model trained on that file scores live addresses with the same features. The
+dataset's ERC20 and "sent to contract" columns need token-transfer logs or contract code lookups that ingest does
+not do, so they are not here. `WINDOW_FEATURES` (in/out degree and weighted degree over the last 1 h and 24 h of
+chain time) and first/last seen are extra live signals; `ACTIVITY_FEATURES` is everything `address_features`
+returns.
+
+Definitions (one transaction is split into per-address legs by `legs`):
+- Ethereum: only successful transactions (status 1) count; a reverted one moved no value. A plain transaction is a
+  sent leg for `from` (counterparty `to`) and a received leg for `to` (counterparty `from`); a contract creation
+  counts as a created contract for the creator (not a sent tx, as in the dataset, where total transactions =
+  sent + received + created) and as a received leg for the new contract.
+- Bitcoin: an address spending inputs sent `inputs - outputs back to itself` (change nets out) to the other output
+  addresses; an output address that spent nothing received its outputs from the input addresses (none for coinbase).
+- Values are in coins (ether, bitcoin), computed from exact integer sums of wei / satoshi; "Avg min between sent
+  tnx" is (last - first sent time) / (sent - 1) in minutes, 0 below two transactions.
+- Degree = transactions in the window, weighted degree = value in the window (coins), windows ending at the chain's
+  clock (the newest block time applied), so replays and live runs agree.
+- Unique counterparties are HyperLogLog counts in Redis (about 0.8 % standard error, exact for small sets in
+  practice) and exact in the in-process store and in `features_from_transactions`.
+
+Ingest applies a block's transactions when the block is `confirmations` deep, so orphaned blocks of ordinary reorgs
+never reach these aggregates (min/max and HyperLogLog cannot be un-applied). Each transaction is applied at most
+once: the script first sets `chain:feat:<chain>:applied:<tx hash>` with NX, so a block re-applied after a crash
+adds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.schemas.chain import UNIT_DECIMALS, Chain, ChainTx
+from service.state.base import CommandRunner, FieldValue, Script, StateStore
+
+#: Columns of the fraud-accounts dataset this module computes, in the dataset's order (model inputs).
+CHAIN_FEATURES: tuple[str, ...] = (
+    "Avg min between sent tnx",
+    "Avg min between received tnx",
+    "Time Diff between first and last (Mins)",
+    "Sent tnx",
+    "Received Tnx",
+    "Number of Created Contracts",
+    "Unique Received From Addresses",
+    "Unique Sent To Addresses",
+    "min value received",
+    "max value received ",
+    "avg val received",
+    "min val sent",
+    "max val sent",
+    "avg val sent",
+    "total transactions (including tnx to create contract",
+    "total Ether sent",
+    "total ether received",
+    "total ether balance",
+)
+
+WINDOWS_S: tuple[tuple[str, int], ...] = (("1h", 3600), ("24h", 86400))
+WINDOW_FEATURES: tuple[str, ...] = tuple(
+    f"{name}_{w}"
+    for w, _ in WINDOWS_S
+    for name in ("out_degree", "in_degree", "out_weighted_degree", "in_weighted_degree")
+)
+ACTIVITY_FEATURES: tuple[str, ...] = (*CHAIN_FEATURES, *WINDOW_FEATURES, "first_seen_ms", "last_seen_ms")
+
+#: Bump when a definition above changes without a name changing.
+SPEC_VERSION = 1
+SPEC_HASH = hashlib.sha256(repr((SPEC_VERSION, CHAIN_FEATURES, WINDOW_FEATURES, WINDOWS_S)).encode()).hexdigest()
+
+_LONGEST_WINDOW_MS = max(s for _, s in WINDOWS_S) * 1000
+_GWEI = 10**9  # sums are kept as two int64 halves (value // 1e9, value % 1e9) so HINCRBY never overflows
+
+
+# ----------------------------------------------------------------------------------------------------------- legs
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """What one transaction means for one address."""
+
+    address: str
+    sent: int | None = None  # smallest units sent, None when the address did not send
+    received: int | None = None
+    created: bool = False
+    to: tuple[str, ...] = ()  # counterparties sent to
+    frm: tuple[str, ...] = ()  # counterparties received from
+
+
+def legs(tx: ChainTx) -> list[Leg]:
+    """Split one transaction into per-address legs (see the module docstring for the rules)."""
+    if tx.chain == Chain.ETHEREUM:
+        return _eth_legs(tx)
+    return _btc_legs(tx)
+
+
+def _eth_legs(tx: ChainTx) -> list[Leg]:
+    if tx.status == 0 or not tx.from_address:
+        return []
+    frm = tx.from_address
+    if tx.to_address is None:
+        created = tx.contract_address
+        out = [Leg(frm, created=True)]
+        if created:
+            out.append(Leg(created, received=tx.value, frm=(frm,)))
+        return out
+    to = tx.to_address
+    if to == frm:
+        return [Leg(frm, sent=tx.value, received=tx.value, to=(to,), frm=(frm,))]
+    return [Leg(frm, sent=tx.value, to=(to,)), Leg(to, received=tx.value, frm=(frm,))]
+
+
+def _btc_legs(tx: ChainTx) -> list[Leg]:
+    spent: dict[str, int] = {}
+    for i in tx.inputs:
+        if i.address:
+            spent[i.address] = spent.get(i.address, 0) + i.value
+    got: dict[str, int] = {}
+    for o in tx.outputs:
+        if o.address:
+            got[o.address] = got.get(o.address, 0) + o.value
+    senders = tuple(sorted(spent))
+    out: list[Leg] = []
+    for a in senders:
+        out.append(Leg(a, sent=max(spent[a] - got.get(a, 0), 0), to=tuple(sorted(x for x in got if x != a))))
+    for a in sorted(got):
+        if a not in spent:
+            out.append(Leg(a, received=got[a], frm=senders))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- the aggregates
+@dataclass
+class Aggregate:
+    """The exact per-address state both paths (Redis and recomputation) reduce to before making floats."""
+
+    sent_n: int = 0
+    recv_n: int = 0
+    created_n: int = 0
+    sent_sum: int = 0
+    recv_sum: int = 0
+    sent_min: int | None = None
+    sent_max: int | None = None
+    recv_min: int | None = None
+    recv_max: int | None = None
+    sent_t0: int | None = None
+    sent_t1: int | None = None
+    recv_t0: int | None = None
+    recv_t1: int | None = None
+    t0: int | None = None
+    t1: int | None = None
+    uniq_to: int = 0
+    uniq_from: int = 0
+    # (time ms, value) per transaction in the longest window, per direction
+    out_win: list[tuple[int, int]] = field(default_factory=list)
+    in_win: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _coins(units: int, decimals: int) -> float:
+    scale: int = 10**decimals
+    return units / scale
+
+
+def _avg_minutes(t0: int | None, t1: int | None, n: int) -> float:
+    if n < 2 or t0 is None or t1 is None:
+        return 0.0
+    return (t1 - t0) / (n - 1) / 60000.0
+
+
+def finish(agg: Aggregate, chain: str, now_ms: int) -> dict[str, float]:
+    """Turn exact aggregates into the feature dict (the one place floats are made)."""
+    d = UNIT_DECIMALS[chain]
+    scale = 10**d
+    f: dict[str, float] = {
+        "Avg min between sent tnx": _avg_minutes(agg.sent_t0, agg.sent_t1, agg.sent_n),
+        "Avg min between received tnx": _avg_minutes(agg.recv_t0, agg.recv_t1, agg.recv_n),
+        "Time Diff between first and last (Mins)": (
+            (agg.t1 - agg.t0) / 60000.0 if agg.t0 is not None and agg.t1 is not None else 0.0
+        ),
+        "Sent tnx": float(agg.sent_n),
+        "Received Tnx": float(agg.recv_n),
+        "Number of Created Contracts": float(agg.created_n),
+        "Unique Received From Addresses": float(agg.uniq_from),
+        "Unique Sent To Addresses": float(agg.uniq_to),
+        "min value received": _coins(agg.recv_min or 0, d),
+        "max value received ": _coins(agg.recv_max or 0, d),
+        "avg val received": float(agg.recv_sum / (agg.recv_n * scale)) if agg.recv_n else 0.0,
+        "min val sent": _coins(agg.sent_min or 0, d),
+        "max val sent": _coins(agg.sent_max or 0, d),
+        "avg val sent": float(agg.sent_sum / (agg.sent_n * scale)) if agg.sent_n else 0.0,
+        "total transactions (including tnx to create contract": float(agg.sent_n + agg.recv_n + agg.created_n),
+        "total Ether sent": _coins(agg.sent_sum, d),
+        "total ether received": _coins(agg.recv_sum, d),
+        "total ether balance": _coins(agg.recv_sum - agg.sent_sum, d),
+    }
+    for w, seconds in WINDOWS_S:
+        lo = now_ms - seconds * 1000
+        outs = [v for t, v in agg.out_win if lo <= t <= now_ms]
+        ins = [v for t, v in agg.in_win if lo <= t <= now_ms]
+        f[f"out_degree_{w}"] = float(len(outs))
+        f[f"in_degree_{w}"] = float(len(ins))
+        f[f"out_weighted_degree_{w}"] = _coins(sum(outs), d)
+        f[f"in_weighted_degree_{w}"] = _coins(sum(ins), d)
+    f["first_seen_ms"] = float(agg.t0 or 0)
+    f["last_seen_ms"] = float(agg.t1 or 0)
+    return f
+
+
+def _lo(a: int | None, b: int) -> int:
+    return b if a is None or b < a else a
+
+
+def _hi(a: int | None, b: int) -> int:
+    return b if a is None or b > a else a
+
+
+def features_from_transactions(txs: Iterable[ChainTx], now_ms: int | None = None) -> dict[str, dict[str, float]]:
+    """Recompute every address's features from scratch over canonical transactions (each tx hash counted once).
+
+    The reference the incremental Redis path is tested against, and what training can use on a transaction
+    dump. `now_ms` ends the sliding windows (default: the newest transaction time).
+    """
+    aggs: dict[str, Aggregate] = {}
+    to_sets: dict[str, set[str]] = {}
+    from_sets: dict[str, set[str]] = {}
+    seen: set[str] = set()
+    chain: str | None = None
+    newest = 0
+    for tx in txs:
+        if tx.retraction or tx.tx_hash in seen:
+            continue
+        seen.add(tx.tx_hash)
+        t = tx.time_ms
+        tx_legs = legs(tx)
+        if tx_legs:  # as in Redis, only transactions that touch features advance the chain clock
+            chain = tx.chain.value
+            newest = max(newest, t)
+        for leg in tx_legs:
+            a = aggs.setdefault(leg.address, Aggregate())
+            a.t0, a.t1 = _lo(a.t0, t), _hi(a.t1, t)
+            if leg.created:
+                a.created_n += 1
+            if leg.sent is not None:
+                v = leg.sent
+                a.sent_n += 1
+                a.sent_sum += v
+                a.sent_min, a.sent_max = _lo(a.sent_min, v), _hi(a.sent_max, v)
+                a.sent_t0, a.sent_t1 = _lo(a.sent_t0, t), _hi(a.sent_t1, t)
+                to_sets.setdefault(leg.address, set()).update(leg.to)
+                a.out_win.append((t, v))
+            if leg.received is not None:
+                v = leg.received
+                a.recv_n += 1
+                a.recv_sum += v
+                a.recv_min, a.recv_max = _lo(a.recv_min, v), _hi(a.recv_max, v)
+                a.recv_t0, a.recv_t1 = _lo(a.recv_t0, t), _hi(a.recv_t1, t)
+                from_sets.setdefault(leg.address, set()).update(leg.frm)
+                a.in_win.append((t, v))
+    if chain is None:
+        return {}
+    now = newest if now_ms is None else now_ms
+    out: dict[str, dict[str, float]] = {}
+    for addr, a in aggs.items():
+        a.uniq_to = len(to_sets.get(addr, ()))
+        a.uniq_from = len(from_sets.get(addr, ()))
+        out[addr] = finish(a, chain, now)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ Redis layout + scripts
+def address_prefix(chain: str, address: str) -> str:
+    return f"chain:feat:{chain}:{address}"
+
+
+def address_keys(chain: str, address: str) -> list[str]:
+    """hash of aggregates, HLL sent-to, HLL received-from, window zset out, window zset in."""
+    p = address_prefix(chain, address)
+    return [p, p + ":to", p + ":from", p + ":wout", p + ":win"]
+
+
+def clock_key(chain: str) -> str:
+    return f"chain:feat:{chain}:clock"
+
+
+def applied_key(chain: str, tx_hash: str) -> str:
+    return f"chain:feat:{chain}:applied:{tx_hash}"
+
+
+_LUA_UPDATE = """
+local function lt(a, b) if #a ~= #b then return #a < #b end return a < b end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then return 0 end
+local t = ARGV[2]
+local tn = tonumber(t)
+local clock = redis.call('GET', KEYS[2])
+if (not clock) or tonumber(clock) < tn then redis.call('SET', KEYS[2], t) end
+local function minmax(h, f0, f1, v, numeric)
+  local a = redis.call('HGET', h, f0)
+  local b = redis.call('HGET', h, f1)
+  if numeric then
+    if (not a) or tonumber(v) < tonumber(a) then redis.call('HSET', h, f0, v) end
+    if (not b) or tonumber(v) > tonumber(b) then redis.call('HSET', h, f1, v) end
+  else
+    if (not a) or lt(v, a) then redis.call('HSET', h, f0, v) end
+    if (not b) or lt(b, v) then redis.call('HSET', h, f1, v) end
+  end
+end
+local nlegs = tonumber(ARGV[6])
+local i = 7
+for leg = 0, nlegs - 1 do
+  local k = 2 + leg * 5
+  local h, hto, hfrom, wout, win = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
+  local flags = ARGV[i]
+  minmax(h, 't0', 't1', t, true)
+  if string.find(flags, 'c', 1, true) then redis.call('HINCRBY', h, 'cn', 1) end
+  if string.find(flags, 's', 1, true) then
+    local v, hi, lo = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    redis.call('HINCRBY', h, 'sn', 1)
+    redis.call('HINCRBY', h, 'sh', hi)
+    redis.call('HINCRBY', h, 'sl', lo)
+    minmax(h, 'smin', 'smax', v, false)
+    minmax(h, 'st0', 'st1', t, true)
+    redis.call('ZADD', wout, t, t .. '|' .. v .. '|' .. ARGV[1])
+    redis.call('ZREMRANGEBYSCORE', wout, '-inf', ARGV[4])
+    redis.call('EXPIRE', wout, ARGV[5])
+  end
+  if string.find(flags, 'r', 1, true) then
+    local v, hi, lo = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+    redis.call('HINCRBY', h, 'rn', 1)
+    redis.call('HINCRBY', h, 'rh', hi)
+    redis.call('HINCRBY', h, 'rl', lo)
+    minmax(h, 'rmin', 'rmax', v, false)
+    minmax(h, 'rt0', 'rt1', t, true)
+    redis.call('ZADD', win, t, t .. '|' .. v .. '|' .. ARGV[1])
+    redis.call('ZREMRANGEBYSCORE', win, '-inf', ARGV[4])
+    redis.call('EXPIRE', win, ARGV[5])
+  end
+  i = i + 7
+  local nto = tonumber(ARGV[i])
+  if nto > 0 then redis.call('PFADD', hto, unpack(ARGV, i + 1, i + nto)) end
+  i = i + 1 + nto
+  local nfrom = tonumber(ARGV[i])
+  if nfrom > 0 then redis.call('PFADD', hfrom, unpack(ARGV, i + 1, i + nfrom)) end
+  i = i + 1 + nfrom
+end
+return 1
+"""
+
+
+def _py_update(r: CommandRunner, keys: list[str], argv: list[bytes]) -> int:
+    """Python twin of _LUA_UPDATE for the in-process store (same commands, same order)."""
+    if r.call("SET", keys[0], "1", "NX", "EX", argv[2]) is None:
+        return 0
+    t = argv[1]
+    tn = int(t)
+    clock = r.call("GET", keys[1])
+    if clock is None or int(clock) < tn:
+        r.call("SET", keys[1], t)
+
+    def lt(a: bytes, b: bytes) -> bool:
+        return len(a) < len(b) if len(a) != len(b) else a < b
+
+    def minmax(h: str, f0: str, f1: str, v: bytes, numeric: bool) -> None:
+        a = r.call("HGET", h, f0)
+        b = r.call("HGET", h, f1)
+        if numeric:
+            if a is None or int(v) < int(a):
+                r.call("HSET", h, f0, v)
+            if b is None or int(v) > int(b):
+                r.call("HSET", h, f1, v)
+        else:
+            if a is None or lt(v, a):
+                r.call("HSET", h, f0, v)
+            if b is None or lt(b, v):
+                r.call("HSET", h, f1, v)
+
+    nlegs = int(argv[5])
+    i = 6
+    for leg in range(nlegs):
+        h, hto, hfrom, wout, win = keys[2 + leg * 5 : 7 + leg * 5]
+        flags = argv[i]
+        minmax(h, "t0", "t1", t, True)
+        if b"c" in flags:
+            r.call("HINCRBY", h, "cn", 1)
+        for flag, off, nf, hf, lof, mn, mx, t0, t1, zk in (
+            (b"s", 1, "sn", "sh", "sl", "smin", "smax", "st0", "st1", wout),
+            (b"r", 4, "rn", "rh", "rl", "rmin", "rmax", "rt0", "rt1", win),
+        ):
+            if flag in flags:
+                v, hi, lo = argv[i + off], argv[i + off + 1], argv[i + off + 2]
+                r.call("HINCRBY", h, nf, 1)
+                r.call("HINCRBY", h, hf, hi)
+                r.call("HINCRBY", h, lof, lo)
+                minmax(h, mn, mx, v, False)
+                minmax(h, t0, t1, t, True)
+                r.call("ZADD", zk, t, t + b"|" + v + b"|" + argv[0])
+                r.call("ZREMRANGEBYSCORE", zk, "-inf", argv[3])
+                r.call("EXPIRE", zk, argv[4])
+        i += 7
+        nto = int(argv[i])
+        if nto > 0:
+            r.call("PFADD", hto, *argv[i + 1 : i + 1 + nto])
+        i += 1 + nto
+        nfrom = int(argv[i])
+        if nfrom > 0:
+            r.call("PFADD", hfrom, *argv[i + 1 : i + 1 + nfrom])
+        i += 1 + nfrom
+    return 1
+
+
+UPDATE_SCRIPT = Script("chain_features_update_v1", _LUA_UPDATE, _py_update)
+
+_LUA_READ = """
+local clock = redis.call('GET', KEYS[6]) or ''
+local lo = '-inf'
+if clock ~= '' then lo = tostring(tonumber(clock) - tonumber(ARGV[1])) end
+return {clock, redis.call('HGETALL', KEYS[1]), redis.call('PFCOUNT', KEYS[2]), redis.call('PFCOUNT', KEYS[3]),
+        redis.call('ZRANGEBYSCORE', KEYS[4], lo, '+inf'), redis.call('ZRANGEBYSCORE', KEYS[5], lo, '+inf')}
+"""
+
+
+def _py_read(r: CommandRunner, keys: list[str], argv: list[bytes]) -> list[Any]:
+    clock = r.call("GET", keys[5]) or b""
+    lo: FieldValue = "-inf" if clock == b"" else int(clock) - int(argv[0])
+    flat: list[bytes] = []
+    for k, v in r.call("HGETALL", keys[0]).items():
+        flat += [k.encode() if isinstance(k, str) else k, v]
+    return [
+        clock,
+        flat,
+        r.call("PFCOUNT", keys[1]),
+        r.call("PFCOUNT", keys[2]),
+        r.call("ZRANGEBYSCORE", keys[3], lo, "+inf"),
+        r.call("ZRANGEBYSCORE", keys[4], lo, "+inf"),
+    ]
+
+
+READ_SCRIPT = Script("chain_features_read_v1", _LUA_READ, _py_read)
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """One prepared UPDATE_SCRIPT invocation (keys and args), so callers can pipeline many of them."""
+
+    keys: list[str]
+    args: list[FieldValue]
+
+
+def update_call(
+    tx: ChainTx,
+    *,
+    applied_ttl_s: int = 7 * 86400,
+    window_ttl_s: int = 2 * 86400,
+) -> ScriptCall | None:
+    """Keys and arguments of the one atomic update for `tx`; None when the tx touches no address's features."""
+    chain = tx.chain.value
+    ls = legs(tx)
+    if not ls:
+        return None
+    t = tx.time_ms
+    keys = [applied_key(chain, tx.tx_hash), clock_key(chain)]
+    args: list[FieldValue] = [tx.tx_hash, t, applied_ttl_s, t - _LONGEST_WINDOW_MS - 1, window_ttl_s, len(ls)]
+    for leg in ls:
+        keys += address_keys(chain, leg.address)
+        flags = ("s" if leg.sent is not None else "") + ("r" if leg.received is not None else "")
+        flags += "c" if leg.created else ""
+        s = leg.sent or 0
+        rv = leg.received or 0
+        args += [flags or "-", s, s // _GWEI, s % _GWEI, rv, rv // _GWEI, rv % _GWEI]
+        args += [len(leg.to), *leg.to, len(leg.frm), *leg.frm]
+    return ScriptCall(keys, args)
+
+
+async def apply_transaction(state: StateStore, tx: ChainTx, **ttl: int) -> bool:
+    """Apply one transaction atomically; False when it was already applied (or touches no features)."""
+    call = update_call(tx, **ttl)
+    if call is None:
+        return False
+    return bool(await state.run_script(UPDATE_SCRIPT, call.keys, call.args))
+
+
+async def apply_transactions(state: StateStore, txs: Sequence[ChainTx], **ttl: int) -> int:
+    """Apply many transactions in order, one atomic script each; pipelined on Redis. Returns how many applied."""
+    calls = [c for c in (update_call(tx, **ttl) for tx in txs) if c is not None]
+    if not calls:
+        return 0
+    from service.state.redis import RedisState
+
+    if isinstance(state, RedisState):
+        return await _redis_pipeline(state, calls)
+    n = 0
+    for c in calls:
+        n += int(await state.run_script(UPDATE_SCRIPT, c.keys, c.args))
+    return n
+
+
+async def _redis_pipeline(state: Any, calls: list[ScriptCall]) -> int:
+    """EVALSHA per transaction, sent in one round trip: each script stays atomic, order is kept."""
+    from redis.exceptions import NoScriptError
+
+    from service.state.base import to_bytes
+
+    r = state.client
+    sha = await r.script_load(UPDATE_SCRIPT.lua)
+    pipe = r.pipeline(transaction=False)
+    for c in calls:
+        pipe.evalsha(sha, len(c.keys), *[state.k(k) for k in c.keys], *[to_bytes(a) for a in c.args])
+    try:
+        res = await pipe.execute()
+    except NoScriptError:  # pragma: no cover - the script was loaded just above
+        return await _redis_pipeline(state, calls)
+    return sum(int(x) for x in res)
+
+
+def _int(b: bytes | None) -> int | None:
+    return None if b is None else int(b)
+
+
+def _window(members: Sequence[bytes]) -> list[tuple[int, int]]:
+    out = []
+    for m in members:
+        t, v, _ = m.split(b"|", 2)
+        out.append((int(t), int(v)))
+    return out
+
+
+async def address_features(state: StateStore, chain: str, address: str) -> dict[str, float]:
+    """The live features of one address (`ACTIVITY_FEATURES`; zeros for an address never seen)."""
+    keys = [*address_keys(chain, address), clock_key(chain)]
+    clock, flat, uto, ufrom, wout, win = await state.run_script(READ_SCRIPT, keys, [_LONGEST_WINDOW_MS])
+    h = {
+        (flat[i].decode() if isinstance(flat[i], bytes) else str(flat[i])): flat[i + 1] for i in range(0, len(flat), 2)
+    }
+
+    def n(f: str) -> int:
+        return int(h.get(f, b"0"))
+
+    agg = Aggregate(
+        sent_n=n("sn"),
+        recv_n=n("rn"),
+        created_n=n("cn"),
+        sent_sum=n("sh") * _GWEI + n("sl"),
+        recv_sum=n("rh") * _GWEI + n("rl"),
+        sent_min=_int(h.get("smin")),
+        sent_max=_int(h.get("smax")),
+        recv_min=_int(h.get("rmin")),
+        recv_max=_int(h.get("rmax")),
+        sent_t0=_int(h.get("st0")),
+        sent_t1=_int(h.get("st1")),
+        recv_t0=_int(h.get("rt0")),
+        recv_t1=_int(h.get("rt1")),
+        t0=_int(h.get("t0")),
+        t1=_int(h.get("t1")),
+        uniq_to=int(uto),
+        uniq_from=int(ufrom),
+        out_win=_window(wout),
+        in_win=_window(win),
+    )
+    now = int(clock) if clock else 0
+    return finish(agg, chain, now)
+
+
+def feature_vector(features: dict[str, float], names: Sequence[str] = CHAIN_FEATURES) -> list[float]:
+    """The features in model order."""
+    return [features[n] for n in names]
+
+
+__all__ = [
+    "ACTIVITY_FEATURES",
+    "CHAIN_FEATURES",
+    "SPEC_HASH",
+    "UPDATE_SCRIPT",
+    "WINDOW_FEATURES",
+    "Aggregate",
+    "Leg",
+    "address_features",
+    "apply_transaction",
+    "apply_transactions",
+    "feature_vector",
+    "features_from_transactions",
+    "finish",
+    "legs",
+    "update_call",
+]
