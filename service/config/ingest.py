@@ -85,6 +85,27 @@ class IngestSettings(BaseModel):
     ingest_trade_dedupe_window: int = Field(default=20_000, ge=100, description="recent trade ids kept per key")
 
     # --- sources other than the live exchanges (replay, simulator) are added below by their part
+    ingest_source: str = Field(
+        default="live",
+        description="live | simulator | replay[:PATH[:FORMAT[:SPEED]]] | none (`--source` overrides it)",
+    )
+    replay_path: str | None = Field(default=None, description="file or directory replayed by `--source replay`")
+    replay_format: str | None = Field(default=None, description="reader format; guessed from the name when unset")
+    replay_speed: float = Field(default=1.0, ge=0, description="x real time; 0 = as fast as possible")
+    replay_loop: bool = Field(default=False, description="start again at the end (event times move forward)")
+    replay_rebase_time: bool = Field(default=False, description="shift event times so the replay starts now")
+    topic_sim_labels: str = Field(default="sim.labels", description="ground-truth labels of simulated anomalies")
+    sim_seed: int = 7
+    sim_speed: float = Field(default=20.0, gt=0, description="simulated seconds per wall second")
+    sim_backfill_s: float = Field(
+        default=3600.0, ge=0, description="simulated history before now, run at sim_speed until it catches up"
+    )
+    sim_first_anomaly_s: float = Field(default=300.0, ge=0, description="first anomaly, after the simulated start")
+    sim_anomaly_every_s: float = Field(default=900.0, gt=0, description="simulated seconds between anomalies")
+    sim_anomaly_time_scale: float = Field(default=0.5, gt=0, description="compresses each anomaly's own phases")
+    sim_rate_scale: float = Field(default=1.0, gt=0, description="multiplies every simulated trade rate")
+    sim_labels_dir: str | None = Field(default=None, description="also write labels.json/csv here as they occur")
+
 
     @field_validator("ingest_venues", "ingest_symbols", "ingest_streams", mode="before")
     @classmethod
