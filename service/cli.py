@@ -43,11 +43,10 @@ def _settings_or_exit() -> Settings:
 
 
 def _serve(roles: set[str], args: argparse.Namespace) -> int:
-    import asyncio
-
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.ops import create_ops_app
     from service.components import build
     from service.runtime import Runtime
 
@@ -56,38 +55,17 @@ def _serve(roles: set[str], args: argparse.Namespace) -> int:
     runtime = Runtime.from_settings(settings)
     for component in build(roles, runtime, args):
         runtime.add(component)
-    if "api" in roles:
-        app = create_app(runtime)
-        config = uvicorn.Config(
-            app,
-            host=args.host or settings.host,
-            port=args.port or settings.port,
-            log_level=settings.log_level.lower(),
-            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
-            lifespan="on",
-        )
-        uvicorn.Server(config).run()
-        return 0
-    return asyncio.run(_run_headless(runtime))
-
-
-async def _run_headless(runtime: object) -> int:
-    """Run components without HTTP until SIGTERM/SIGINT, then drain within the grace period."""
-    import asyncio
-    import signal
-
-    from service.runtime import Runtime
-
-    assert isinstance(runtime, Runtime)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await runtime.start()
-    try:
-        await stop.wait()
-    finally:
-        await runtime.stop()
+    # every role serves HTTP: the api role the whole API, the others /healthz, /readyz and /metrics for probes
+    app = create_app(runtime) if "api" in roles else create_ops_app(runtime)
+    config = uvicorn.Config(
+        app,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
     return 0
 
 
