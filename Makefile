@@ -7,7 +7,7 @@ PIP := $(BIN)/pip -q --disable-pip-version-check
 # onnxruntime-gpu when an NVIDIA GPU answers, else the CPU build (never both: the CPU wheel hides the GPU one)
 ORT_EXTRA := $(shell if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo gpu; else echo cpu; fi)
 
-.PHONY: run demo test lint typecheck pytest redis-server bench clean
+.PHONY: run demo test lint typecheck pytest redis-server promtool bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ run: $(VENV)/.runtime-$(ORT_EXTRA)
 demo: $(VENV)/.runtime-$(ORT_EXTRA)
 	$(BIN)/rmad run --source simulator
 
+# Debian's promtool (package prometheus) validates deploy/prometheus in the test suite
+promtool:
+	@if ! command -v promtool >/dev/null 2>&1; then \
+	  echo "installing promtool (Debian package prometheus)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	fi
+
 # Debian's redis-server for the test session (skipped when RMAD_REDIS_URL points at an external one)
 redis-server:
 	@if [ -z "$$RMAD_REDIS_URL" ] && ! command -v redis-server >/dev/null 2>&1; then \
@@ -46,7 +54,7 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy service
 
-pytest: $(VENV)/.dev redis-server
+pytest: $(VENV)/.dev redis-server promtool
 	$(BIN)/pytest
 
 test: lint typecheck pytest
