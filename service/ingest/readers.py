@@ -493,13 +493,14 @@ def read_ws_frames(
         ex, mk = exchange or ex, market or mk
         if ex == "bybit":
             try:
-                from service.ingest.bybit import parse_bybit  # type: ignore[attr-defined,unused-ignore]
+                from service.ingest.bybit import parse_bybit
             except ImportError:
                 raise ReaderError(f"{path}: Bybit frames need service.ingest.bybit.parse_bybit") from None
 
+            ymk: Literal["spot", "linear"] = "linear" if mk == "linear" else "spot"
+
             def parse(frame: bytes, ingest_ms: int) -> list[Any]:
-                out: list[Any] = parse_bybit(frame, mk, ingest_ms)
-                return out
+                return list(parse_bybit(frame, ymk, ingest_ms))
         else:
             bmk: Literal["spot", "usdm"] = "usdm" if mk == "usdm" else "spot"
 

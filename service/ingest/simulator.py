@@ -29,20 +29,33 @@ service/ingest/components.py terms, paced against the wall clock for `rmad run -
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import csv
 import gzip
 import json
+import logging
 import math
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.bus.base import TopicSpec
+from service.ingest.publisher import MarketPublisher
+from service.runtime import Health
 from service.schemas.market import Bar, BookTop, PublishedMarketEvent, Trade, encode
+
+if TYPE_CHECKING:
+    from service.bus.base import Bus, Producer
+    from service.settings import Settings
+
+log = logging.getLogger(__name__)
 
 LabelType = Literal["pump_and_dump", "flash_crash", "wash_trading", "spoofing_like", "depeg"]
 ANOMALY_KINDS: tuple[LabelType, ...] = ("pump_and_dump", "flash_crash", "spoofing_like", "wash_trading", "depeg")
@@ -57,6 +70,7 @@ EXPECTED_ALERT_TYPE: dict[str, str] = {
 }
 
 DAY_MS = 86_400_000
+DEFAULT_START_MS = 1_700_000_000_000  # 2023-11-14 22:13:20 UTC: fixed, so runs are reproducible
 
 
 class SimLabel(BaseModel):
@@ -168,7 +182,7 @@ class SimConfig:
     """Everything that decides the generated market; equal configs give byte-identical streams."""
 
     seed: int = 7
-    start_ms: int = 1_700_000_000_000  # 2023-11-14 22:13:20 UTC: fixed, so runs are reproducible
+    start_ms: int = DEFAULT_START_MS
     duration_s: float | None = 3600.0  # None: endless (the real-time source)
     step_ms: int = 1000
     depth_levels: int = 10
@@ -882,3 +896,196 @@ def with_pump_at(cfg: SimConfig, key: str, start_s: float, *, magnitude: float =
     end = peak + int(600_000 * scale)
     spec = AnomalySpec("pump_and_dump", (key,), start, onset, end, magnitude, cfg.seed, peak_ms=peak)
     return replace(cfg, anomalies=(spec,))
+
+
+# ------------------------------------------------------------------------------------------ bus: labels, source
+
+
+class LabelPublisher:
+    """Publishes ground-truth labels to their topic (keyed like the market events) and optionally to files."""
+
+    def __init__(self, producer: Producer, topic: str, out_dir: Path | None = None) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.out_dir = out_dir
+        self.published: list[SimLabel] = []
+
+    async def ensure_topic(self, bus: Bus, settings: Settings) -> None:
+        """The runtime creates the standard topics; this one belongs to the simulator (and replays of its files)."""
+        try:
+            spec = TopicSpec(
+                self.topic,
+                settings.topic_partitions,
+                settings.topic_replication_factor,
+                {"retention.ms": str(settings.topic_retention_ms)},
+            )
+            await asyncio.wait_for(bus.create_topics([spec]), 10)
+        except Exception as exc:  # the bus may come up later; the producer creates/retries on its own
+            log.warning("could not create topic %s yet: %s", self.topic, exc)
+
+    async def publish(self, label: SimLabel) -> None:
+        await self.producer.send(self.topic, label.model_dump_json().encode(), key=label.key.encode())
+        self.published.append(label)
+        if self.out_dir is not None:
+            write_labels(self.published, self.out_dir)
+
+
+class SimulatorSource:
+    """Runtime component for `rmad run --source simulator`: the simulated market, paced against the wall clock.
+
+    Time: the simulated clock starts `sim_backfill_s` before now and runs at `sim_speed` simulated seconds per
+    wall second until it catches up with now, then at 1x, so event times never lie in the future (the lag metric,
+    the worker's windows and the dashboard's "last minutes" stay meaningful) while a demo still sees an anomaly
+    within the first minute: with the defaults (20x, first anomaly 300 s after the start, phases compressed 2x)
+    the first pump's rush starts 30-60 s after `rmad run`.
+    """
+
+    name = "ingest.simulator"
+
+    def __init__(self, bus: Bus, settings: Settings, cfg: SimConfig | None = None) -> None:
+        self._bus = bus
+        self._settings = settings
+        speed = settings.sim_speed
+        backfill = settings.sim_backfill_s if speed > 1 else 0.0
+        now = int(time.time() * 1000)
+        self.cfg = cfg or SimConfig(
+            seed=settings.sim_seed,
+            start_ms=now - int(backfill * 1000),
+            duration_s=None,
+            first_anomaly_s=settings.sim_first_anomaly_s,
+            anomaly_every_s=settings.sim_anomaly_every_s,
+            anomaly_time_scale=settings.sim_anomaly_time_scale,
+            rate_scale=settings.sim_rate_scale,
+        )
+        self.speed = speed
+        self.sim: MarketSimulator | None = None
+        self.publisher: MarketPublisher | None = None
+        self.labels: LabelPublisher | None = None
+        self._producer: Producer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._error = ""
+        self.events_published = 0
+
+    async def start(self) -> None:
+        self._producer = self._bus.producer()
+        await self._producer.start()
+        self.publisher = MarketPublisher(self._producer, self._settings)
+        out = Path(self._settings.sim_labels_dir) if self._settings.sim_labels_dir else None
+        self.labels = LabelPublisher(self._producer, self._settings.topic_sim_labels, out)
+        await self.labels.ensure_topic(self._bus, self._settings)
+        self.sim = MarketSimulator(self.cfg)
+        log.info(
+            "simulator: %d instruments, %gx until it catches up with now, first anomaly %.0f s after its start",
+            len(self.cfg.instruments),
+            self.speed,
+            self.cfg.first_anomaly_s,
+        )
+        self._task = asyncio.create_task(self._run(), name="simulator")
+
+    def target_ms(self, wall_elapsed_s: float, now_ms: int) -> int:
+        """Simulated time due after `wall_elapsed_s`: start + speed x elapsed, never past now (when it started
+        in the past)."""
+        t = self.cfg.start_ms + int(wall_elapsed_s * 1000 * self.speed)
+        return min(t, now_ms) if self.cfg.start_ms <= now_ms else t
+
+    async def _run(self) -> None:
+        assert self.sim is not None and self.publisher is not None and self.labels is not None
+        sim, pub, labels = self.sim, self.publisher, self.labels
+        wall0 = time.monotonic()
+        seen_labels = 0
+        last_flush = wall0
+        max_chunk_ms = max(self.cfg.step_ms, int(1000 * max(1.0, self.speed) / 4))  # ~0.25 s of wall time
+        try:
+            while True:
+                now_ms = int(time.time() * 1000)
+                target = self.target_ms(time.monotonic() - wall0, now_ms)
+                target = min(target, sim.t_ms + max_chunk_ms)
+                events = sim.run_until(target)
+                for lab in sim.new_labels(seen_labels):
+                    await labels.publish(lab)
+                seen_labels = len(sim.labels)
+                ingest_ms = int(time.time() * 1000)
+                for e in events:
+                    await pub.publish(to_market(e, ingest_ms))
+                self.events_published += len(events)
+                mono = time.monotonic()
+                if mono - last_flush > 0.5:
+                    await pub.flush()
+                    last_flush = mono
+                behind = self.target_ms(mono - wall0, ingest_ms) - sim.t_ms
+                await asyncio.sleep(0 if behind > self.cfg.step_ms else self.cfg.step_ms / 1000 / self.speed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("simulator stopped")
+            self._error = f"{type(exc).__name__}: {exc}"
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._producer is not None:
+            await self._producer.stop()
+
+    def health(self) -> Health:
+        if self.sim is None:
+            return Health(False, "not started")
+        if self._error:
+            return Health(False, f"simulator failed: {self._error}")
+        lag_s = (time.time() * 1000 - self.sim.t_ms) / 1000
+        return Health(
+            True,
+            f"simulated time {lag_s:.0f} s behind now, {self.events_published} events, {len(self.sim.labels)} labels",
+        )
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, required=True, help="directory for events.jsonl.gz and labels.json/csv")
+    p.add_argument("--seconds", type=float, default=3600.0, help="simulated duration")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--start-ms", type=int, default=DEFAULT_START_MS, help="simulated start (epoch ms)")
+    p.add_argument("--first-anomaly-s", type=float, default=600.0)
+    p.add_argument("--anomaly-every-s", type=float, default=1800.0)
+    p.add_argument("--kinds", default=",".join(ANOMALY_KINDS), help="anomaly kinds to inject, comma separated")
+    p.add_argument("--rate-scale", type=float, default=1.0, help="multiplies every trade rate")
+    p.add_argument("--fixed-rates", action="store_true", help="constant tick rates (no intraday/volatility link)")
+    p.add_argument("--no-books", action="store_true", help="leave the order books out")
+    p.add_argument("--trades-csv", action="store_true", help="also write one Binance-layout trade CSV per key")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`rmad simulate`: write a simulated market and its labels to files (replayable, scoreable)."""
+    names = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    unknown = [k for k in names if k not in ANOMALY_KINDS]
+    kinds = tuple(k for k in ANOMALY_KINDS if k in names)
+    if unknown:
+        print(f"rmad simulate: unknown anomaly kinds {unknown}; known: {', '.join(ANOMALY_KINDS)}")
+        return 2
+    cfg = SimConfig(
+        seed=args.seed,
+        start_ms=args.start_ms,
+        duration_s=args.seconds,
+        first_anomaly_s=args.first_anomaly_s,
+        anomaly_every_s=args.anomaly_every_s,
+        anomaly_kinds=kinds,
+        rate_scale=args.rate_scale,
+        fixed_rates=args.fixed_rates,
+        emit_books=not args.no_books,
+    )
+    t0 = time.perf_counter()
+    res = generate_files(cfg, args.out, trades_csv=args.trades_csv)
+    dt = time.perf_counter() - t0
+    total = sum(res.counts.values())
+    print(f"wrote {res.events} ({total} events: {res.counts}) in {dt:.1f} s ({total / dt:,.0f} events/s)")
+    print(f"labels: {res.labels_json}, {res.labels_csv} ({len(res.labels)} labels)")
+    for lab in res.labels:
+        print(f"  {lab.type:14s} {lab.key:22s} start {lab.start_ms} onset {lab.onset_ms} end {lab.end_ms}")
+    for key, path in res.trades_csv.items():
+        print(f"trades {key}: {path}")
+    return 0
