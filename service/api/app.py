@@ -55,4 +55,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
             HTTP_LATENCY.labels(route=route, method=request.method).observe(time.perf_counter() - start)
 
     app.include_router(health_router)
+    from service.api.v1 import install_v1  # the /v1 API, streams and dashboard (issue 7)
+
+    install_v1(app)
     return app

@@ -1,0 +1,323 @@
+"""API keys with scopes, stored hashed in the state store, and per-key token-bucket rate limits.
+
+Why keys look like `rmad_<id>_<secret>`: the id lets the server find the one record to check without scanning, and
+only an HMAC of the whole key (peppered with RMAD_SECRET_KEY) is stored, so a copy of Redis yields no usable key.
+Why a Lua token bucket: several API processes share one limit per key; the refill and the take happen in one atomic
+step in Redis (the Python twin does the same under the in-process store's lock).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from fastapi import HTTPException, Request, Security, status
+from fastapi.security import APIKeyHeader
+
+from service.settings import Settings
+from service.state import StateStore
+from service.state.base import CommandRunner, Script
+
+
+class Scope(StrEnum):
+    SCORE = "score"
+    SUBSCRIBE = "subscribe"
+    FEEDBACK = "feedback"
+    ADMIN = "admin"
+
+
+ALL_SCOPES = frozenset(Scope)
+KEY_PREFIX = "rmad"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key's id, its name and scopes, and its own rate limit (None: the default)."""
+
+    key_id: str
+    name: str
+    scopes: frozenset[Scope]
+    rate_per_s: float | None = None
+    burst: int | None = None
+
+    def allows(self, scope: Scope) -> bool:
+        return scope in self.scopes or Scope.ADMIN in self.scopes
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """A stored key as listed by `rmad keys list` (never the secret)."""
+
+    key_id: str
+    name: str
+    scopes: list[str]
+    created_ms: int
+    revoked_ms: int | None
+    rate_per_s: float | None
+    burst: int | None
+
+
+class AuthError(Exception):
+    """A key was missing (401), wrong (401) or lacks a scope (403)."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+
+
+def parse_scopes(raw: Iterable[str]) -> frozenset[Scope]:
+    out = set()
+    for s in raw:
+        s = s.strip()
+        if not s:
+            continue
+        try:
+            out.add(Scope(s))
+        except ValueError:
+            raise ValueError(f"unknown scope {s!r}; expected one of {', '.join(sorted(ALL_SCOPES))}") from None
+    return frozenset(out)
+
+
+class KeyStore:
+    """Create, verify, revoke and list keys. Verified keys are cached for `cache_s` (the revocation lag)."""
+
+    def __init__(self, state: StateStore, settings: Settings) -> None:
+        self.state = state
+        self.settings = settings
+        self._pepper = settings.secret_key.get_secret_value().encode()
+        self._cache: dict[str, tuple[float, Principal | None, str]] = {}
+
+    def _hash(self, key: str) -> str:
+        return hmac.new(self._pepper, key.encode(), hashlib.sha256).hexdigest()
+
+    @staticmethod
+    def _record(key_id: str) -> str:
+        return f"apikey:{key_id}"
+
+    async def create(
+        self, name: str, scopes: Iterable[Scope], rate_per_s: float | None = None, burst: int | None = None
+    ) -> tuple[str, KeyInfo]:
+        """Make a new key; the plain key is returned once and never stored."""
+        key_id = secrets.token_hex(6)
+        key = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(24)}"
+        now = int(time.time() * 1000)
+        scope_list = sorted(s.value for s in scopes)
+        record: dict[str, str | int | float] = {
+            "hash": self._hash(key),
+            "name": name,
+            "scopes": ",".join(scope_list),
+            "created_ms": now,
+        }
+        if rate_per_s is not None:
+            record["rate_per_s"] = float(rate_per_s)
+        if burst is not None:
+            record["burst"] = int(burst)
+        await self.state.hset(self._record(key_id), record)
+        await self.state.hset("apikeys", {key_id: name})
+        return key, KeyInfo(key_id, name, scope_list, now, None, rate_per_s, burst)
+
+    async def revoke(self, key_id: str) -> bool:
+        rec = await self.state.hgetall(self._record(key_id))
+        if not rec or "revoked_ms" in rec:
+            return False
+        await self.state.hset(self._record(key_id), {"revoked_ms": int(time.time() * 1000)})
+        self._cache.pop(key_id, None)
+        return True
+
+    async def list(self) -> list[KeyInfo]:
+        out = []
+        for key_id in sorted((await self.state.hgetall("apikeys")).keys()):
+            rec = await self.state.hgetall(self._record(key_id))
+            if rec:
+                out.append(_info(key_id, rec))
+        return out
+
+    def _dev_principal(self, key: str) -> Principal | None:
+        dev = self.settings.api_dev_key.get_secret_value()
+        if self.settings.env == "development" and dev and hmac.compare_digest(key.encode(), dev.encode()):
+            return Principal("dev", "development key", ALL_SCOPES)
+        return None
+
+    async def verify(self, key: str) -> Principal | None:
+        """The key's principal, or None when it is unknown, malformed or revoked."""
+        dev = self._dev_principal(key)
+        if dev is not None:
+            return dev
+        parts = key.split("_", 2)
+        if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+            return None
+        key_id = parts[1]
+        digest = self._hash(key)
+        now = time.monotonic()
+        cached = self._cache.get(key_id)
+        if cached is not None and cached[0] > now and hmac.compare_digest(cached[2], digest):
+            return cached[1]
+        rec = await self.state.hgetall(self._record(key_id))
+        stored = rec.get("hash", b"").decode()
+        if not rec or not hmac.compare_digest(stored, digest) or "revoked_ms" in rec:
+            return None
+        info = _info(key_id, rec)
+        principal = Principal(key_id, info.name, parse_scopes(info.scopes), info.rate_per_s, info.burst)
+        if self.settings.api_key_cache_s > 0:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key_id] = (now + self.settings.api_key_cache_s, principal, digest)
+        return principal
+
+
+def _info(key_id: str, rec: dict[str, bytes]) -> KeyInfo:
+    scopes = [s for s in rec.get("scopes", b"").decode().split(",") if s]
+    return KeyInfo(
+        key_id=key_id,
+        name=rec.get("name", b"").decode(),
+        scopes=scopes,
+        created_ms=int(rec.get("created_ms", b"0")),
+        revoked_ms=int(rec["revoked_ms"]) if "revoked_ms" in rec else None,
+        rate_per_s=float(rec["rate_per_s"]) if "rate_per_s" in rec else None,
+        burst=int(rec["burst"]) if "burst" in rec else None,
+    )
+
+
+# --- token bucket -------------------------------------------------------------------------------------------------
+
+_BUCKET_LUA = """
+local now = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local b = redis.call('HMGET', KEYS[1], 't', 'ts')
+local tokens = tonumber(b[1])
+local ts = tonumber(b[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+end
+if now > ts then
+  tokens = math.min(burst, tokens + (now - ts) * rate / 1000)
+  ts = now
+end
+local allowed = 0
+local wait = 0
+if tokens >= cost then
+  tokens = tokens - cost
+  allowed = 1
+else
+  wait = math.ceil((cost - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', tostring(ts))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+return {allowed, wait, math.floor(tokens)}
+"""
+
+
+def _bucket_py(r: CommandRunner, keys: list[str], args: list[bytes]) -> list[int]:
+    now, rate, burst, cost = (float(a) for a in args)
+    t_raw, ts_raw = r.call("HMGET", keys[0], "t", "ts")
+    if t_raw is None or ts_raw is None:
+        tokens, ts = burst, now
+    else:
+        tokens, ts = float(t_raw), float(ts_raw)
+    if now > ts:
+        tokens = min(burst, tokens + (now - ts) * rate / 1000)
+        ts = now
+    allowed, wait = 0, 0
+    if tokens >= cost:
+        tokens -= cost
+        allowed = 1
+    else:
+        wait = math.ceil((cost - tokens) * 1000 / rate)
+    r.call("HSET", keys[0], "t", repr(tokens), "ts", repr(ts))
+    r.call("PEXPIRE", keys[0], math.ceil(burst * 1000 / rate) + 1000)
+    return [allowed, wait, math.floor(tokens)]
+
+
+TOKEN_BUCKET = Script("api_token_bucket", _BUCKET_LUA, _bucket_py)
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    retry_after_s: int
+    remaining: int
+
+
+class RateLimiter:
+    """Per-key token bucket in the state store (shared by every API process)."""
+
+    def __init__(self, state: StateStore, settings: Settings) -> None:
+        self.state = state
+        self.settings = settings
+
+    async def take(self, principal: Principal, cost: int = 1) -> RateDecision:
+        rate = principal.rate_per_s or self.settings.api_rate_per_s
+        burst = principal.burst or self.settings.api_rate_burst
+        now = int(time.time() * 1000)
+        allowed, wait_ms, left = await self.state.run_script(
+            TOKEN_BUCKET, [f"ratelimit:{principal.key_id}"], [now, rate, burst, cost]
+        )
+        return RateDecision(bool(int(allowed)), max(1, math.ceil(int(wait_ms) / 1000)), int(left))
+
+
+# --- FastAPI dependencies -----------------------------------------------------------------------------------------
+
+api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="API key (`rmad keys create`); also `Authorization: Bearer`."
+)
+
+
+def presented_key(request_headers: dict[str, str] | object, query: dict[str, str] | object) -> str | None:
+    """The key from X-API-Key, `Authorization: Bearer`, or (browsers' WebSocket/EventSource) `?api_key=`."""
+    headers = request_headers if isinstance(request_headers, dict) else dict(request_headers)  # type: ignore[call-overload]
+    key = headers.get("x-api-key")
+    if not key:
+        auth = headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            key = auth[7:].strip()
+    if not key:
+        params = query if isinstance(query, dict) else dict(query)  # type: ignore[call-overload]
+        key = params.get("api_key")
+    return key or None
+
+
+async def authenticate(keys: KeyStore, limiter: RateLimiter, key: str | None, scope: Scope) -> Principal:
+    """Check the key, its scope and its rate limit; raise AuthError (401/403) or HTTPException (429)."""
+    if not key:
+        raise AuthError(status.HTTP_401_UNAUTHORIZED, "missing API key: send X-API-Key or Authorization: Bearer")
+    principal = await keys.verify(key)
+    if principal is None:
+        raise AuthError(status.HTTP_401_UNAUTHORIZED, "invalid or revoked API key")
+    if not principal.allows(scope):
+        raise AuthError(status.HTTP_403_FORBIDDEN, f"this key lacks the {scope.value!r} scope")
+    decision = await limiter.take(principal)
+    if not decision.allowed:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"rate limit of key {principal.key_id} exceeded; retry after {decision.retry_after_s} s",
+            headers={"Retry-After": str(decision.retry_after_s)},
+        )
+    return principal
+
+
+def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that admits only keys holding `scope` (admin holds every scope) and within their rate."""
+
+    async def dependency(request: Request, header_key: str | None = Security(api_key_header)) -> Principal:
+        from service.api.context import api_context
+
+        ctx = api_context(request.app)
+        key = header_key or presented_key(dict(request.headers), dict(request.query_params))
+        try:
+            return await authenticate(ctx.keys, ctx.limiter, key, scope)
+        except AuthError as err:
+            headers = {"WWW-Authenticate": "ApiKey"} if err.status_code == 401 else None
+            raise HTTPException(err.status_code, detail=err.detail, headers=headers) from None
+
+    dependency.__name__ = f"require_{scope.value}"
+    return dependency

@@ -1,0 +1,205 @@
+"""The alert hub: one reader of the alert log per API process, fanning new alerts out to stream subscribers.
+
+Why the log and not the topic: every API process must see every alert (a consumer group would split them), and a
+subscriber resuming from its last id reads the same log. Gap-free resume: a subscriber registers at the hub's
+current position P in one step (no await between), then reads the backlog (last seen, P] from the log while the hub
+queues everything after P for it; the backlog is sent first, then the queue, so nothing is missed or sent twice.
+Why bounded queues with put_nowait: the hub never waits for a subscriber; one that lets its queue fill is cut with a
+reason, and the others never notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from service.api.alertlog import AlertFilter, AlertLog, LogEntry
+from service.runtime import Health
+
+log = logging.getLogger(__name__)
+
+
+class SubscriberCut(Exception):
+    """The server disconnected this subscriber; `reason` says why (sent to it before closing)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Subscription:
+    """One subscriber's filter, bounded queue and cut flag."""
+
+    def __init__(self, hub: AlertHub, flt: AlertFilter, maxsize: int, start_seq: str | None) -> None:
+        self.hub = hub
+        self.filter = flt
+        self.maxsize = maxsize
+        self.queue: asyncio.Queue[LogEntry] = asyncio.Queue(maxsize)
+        self.start_seq = start_seq
+        self.last_seq: str | None = start_seq
+        self.cut_reason: str | None = None
+        self.cut_event = asyncio.Event()
+
+    def offer(self, entry: LogEntry) -> None:
+        if self.cut_reason is not None:
+            return
+        if not self.filter.matches(entry.alert):
+            return
+        try:
+            self.queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            self.cut(
+                f"slow consumer: {self.maxsize} alerts queued and not read; reconnect with last_id={self.last_seq}"
+            )
+
+    def cut(self, reason: str) -> None:
+        if self.cut_reason is None:
+            self.cut_reason = reason
+            self.cut_event.set()
+            self.hub.unsubscribe(self)
+
+    async def next(self, timeout_s: float) -> LogEntry | None:
+        """The next queued alert, None after `timeout_s` (time for a heartbeat); raises SubscriberCut."""
+        if self.cut_reason is not None:
+            raise SubscriberCut(self.cut_reason)
+        if not self.queue.empty():
+            return self.queue.get_nowait()
+        get = asyncio.ensure_future(self.queue.get())
+        cut = asyncio.ensure_future(self.cut_event.wait())
+        try:
+            done, _ = await asyncio.wait({get, cut}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (get, cut):
+                if not t.done():
+                    t.cancel()
+        if get in done:
+            return get.result()
+        if self.cut_reason is not None:
+            raise SubscriberCut(self.cut_reason)
+        return None
+
+    async def guarded(self, send: asyncio.Future[None] | asyncio.Task[None], timeout_s: float) -> None:
+        """Wait for one send; a cut or a send slower than `timeout_s` cuts the subscriber (raises SubscriberCut)."""
+        cut: asyncio.Future[Any] = asyncio.ensure_future(self.cut_event.wait())
+        waiting: set[asyncio.Future[Any]] = {send, cut}
+        try:
+            done, _ = await asyncio.wait(waiting, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not cut.done():
+                cut.cancel()
+        if send in done:
+            send.result()
+            return
+        send.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await send
+        if self.cut_reason is None:
+            self.cut(
+                f"slow consumer: one send took longer than {timeout_s:g} s; reconnect with last_id={self.last_seq}"
+            )
+        raise SubscriberCut(self.cut_reason or "cut")
+
+    def close(self) -> None:
+        self.hub.unsubscribe(self)
+
+
+class AlertHub:
+    """A component: polls the log after its last position and offers each new alert to every subscriber."""
+
+    name = "api-alert-hub"
+
+    def __init__(self, log_: AlertLog, poll_s: float, queue_size: int, page: int = 1000) -> None:
+        self.log = log_
+        self.poll_s = poll_s
+        self.queue_size = queue_size
+        self.page = page
+        self.position: str | None = None
+        self.subscribers: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._error: str | None = None
+        self._last_poll = 0.0
+        self._wake = asyncio.Event()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        try:
+            self.position = await self.log.last_seq()
+        except Exception as exc:  # the state store may come up later; the loop retries
+            self._error = str(exc)
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for sub in list(self.subscribers):
+            sub.cut("server shutting down")
+
+    def health(self) -> Health:
+        if not self.running:
+            return Health(False, "not running")
+        if self._error:
+            return Health(False, f"cannot read the alert log: {self._error}")
+        return Health(True, f"{len(self.subscribers)} subscribers, position {self.position}")
+
+    def wake(self) -> None:
+        """Poll now (the local follower just appended)."""
+        self._wake.set()
+
+    def subscribe(self, flt: AlertFilter) -> Subscription:
+        """Register at the current position; everything logged after it will be queued for the subscriber."""
+        sub = Subscription(self, flt, self.queue_size, self.position)
+        self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self.subscribers.discard(sub)
+
+    async def poll_once(self) -> int:
+        if self.position is None and self._error is not None:
+            self.position = await self.log.last_seq()
+        entries = await self.log.after(self.position, self.page)
+        for entry in entries:
+            self.position = entry.seq
+            for sub in list(self.subscribers):
+                sub.offer(entry)
+        self._error = None
+        self._last_poll = time.monotonic()
+        return len(entries)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                n = await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._error = str(exc)
+                log.warning("alert hub cannot read the log: %s", exc)
+                n = 0
+            if n < self.page:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
+
+
+async def backlog(log_: AlertLog, sub: Subscription, resume_seq: str, page: int) -> list[LogEntry]:
+    """Alerts after `resume_seq` up to the subscriber's start position, filtered (one page at a time)."""
+    out: list[LogEntry] = []
+    if sub.start_seq is None:
+        return out
+    cursor = resume_seq
+    while True:
+        entries = await log_.after(cursor, page, until=sub.start_seq)
+        out.extend(e for e in entries if sub.filter.matches(e.alert))
+        if len(entries) < page:
+            return out
+        cursor = entries[-1].seq

@@ -1,0 +1,265 @@
+"""POST /v1/score/transaction(s), POST /v1/score/window, GET /v1/models, POST /v1/models/{name}/reload.
+
+A missing model is a 503 "model not loaded" (also the right answer in production before an artifact is shipped);
+a window of the wrong shape is a 422 naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path as FsPath
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi.exceptions import RequestValidationError
+
+from service.api.auth import Principal, Scope, require
+from service.api.metrics import SCORE_REQUESTS
+from service.api.models import (
+    BatchIn,
+    BatchOut,
+    ChainTxIn,
+    ModelOut,
+    ModelsOut,
+    Problem,
+    ScoreResult,
+    TradeIn,
+    TransactionIn,
+    Verdict,
+    WindowIn,
+)
+from service.api.routes_alerts import AUTH_RESPONSES, Ctx
+from service.api.scoring import BadWindow, ModelUnavailable, ScoringService
+from service.schemas.scoring import Severity
+
+router = APIRouter(prefix="/v1", tags=["scoring"])
+Scorer_ = Annotated[Principal, Depends(require(Scope.SCORE))]
+Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": Problem, "description": "model not loaded"},
+}
+ModelName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")]
+
+
+def _unavailable(exc: ModelUnavailable) -> HTTPException:
+    return HTTPException(503, detail=str(exc), headers={"Retry-After": "10"})
+
+
+def _result(
+    svc: ScoringService, model: Any, r: Any, key: str, window: np.ndarray, context: int, warm: bool, kind: str
+) -> ScoreResult:
+    from service.scoring.alerts import classify, explain, tiers, top_features
+
+    m = model.artifact.manifest
+    names = list(m.features.names)
+    critical = m.thresholds.critical
+    watch = m.thresholds.watch
+    anomaly = r.fused >= r.threshold
+    contribs = top_features(r, names, np.asarray(model.artifact.normal), 3)
+    sev: Severity | None = None
+    if anomaly:
+        kind_type = classify(key, names, window, kind)
+        sev, _ = tiers(r.fused, r.threshold, critical, False)
+        verdict = Verdict.CRITICAL if sev is Severity.CRITICAL else Verdict.ANOMALOUS
+        end_ms = 0
+        text = explain(key, kind_type, end_ms, r.fused, r.threshold, r.branches, r.branch_weights, contribs)
+        text = text.replace(" in the window ending 1970-01-01 00:00:00 UTC", "")
+    else:
+        kind_type = None
+        verdict = Verdict.WATCH if watch is not None and r.fused >= watch else Verdict.NORMAL
+        feats = ", ".join(f"{c.name} {c.value:.3g} (normal {c.normal:.3g})" for c in contribs)
+        text = f"{key}: score {r.fused:.3g} below the threshold {r.threshold:.3g}; furthest from normal: {feats}."
+    if not warm:
+        text += f" Only {context} bars of live context were available; the rest of the window is typical values."
+    SCORE_REQUESTS.labels(kind=kind, verdict=verdict.value).inc()
+    return ScoreResult(
+        key=key,
+        fused=r.fused,
+        branches=r.branches,
+        weights=r.branch_weights,
+        threshold=r.threshold,
+        verdict=verdict,
+        anomaly_type=kind_type,
+        severity=sev,
+        explanation=text,
+        top_features=contribs,
+        model_name=r.model_name,
+        model_version=r.model_version,
+        context_bars=context,
+        warm=warm,
+    )
+
+
+async def _score_one(ctx: Any, item: TradeIn | ChainTxIn) -> ScoreResult:
+    svc: ScoringService = ctx.scoring
+    s = ctx.settings
+    if isinstance(item, TradeIn):
+        model = svc.model(s.model_market)
+        key = f"{item.venue}:{item.symbol}"
+        window, context, warm = svc.trade_window(model, key, item.time_ms, item.price, item.size, item.side == "buy")
+        r = await svc.score(s.model_market, window)
+        return _result(svc, model, r, key, window, context, warm, "market")
+    from service.features.chain import CHAIN_FEATURES, address_features, feature_vector
+
+    model = svc.model(s.model_chain)
+    feats = await address_features(
+        ctx.state, item.chain, item.from_address.lower() if item.chain == "ethereum" else item.from_address
+    )
+    names = list(model.artifact.manifest.features.names)
+    vec = feature_vector(feats, names if set(names) <= set(feats) else CHAIN_FEATURES)
+    window = np.tile(np.asarray(vec, dtype=np.float32), (model.window, 1))
+    key = f"{item.chain}:{item.from_address}"
+    r = await svc.score(s.model_chain, window)
+    seen = any(v for v in vec)
+    return _result(svc, model, r, key, window, 0, seen, "chain")
+
+
+@router.post(
+    "/score/transaction",
+    operation_id="score_transaction",
+    response_model=ScoreResult,
+    responses={**AUTH_RESPONSES, **UNAVAILABLE},
+)
+async def score_transaction(ctx: Ctx, _: Scorer_, body: TransactionIn) -> ScoreResult:
+    """Score one on-chain transaction (`kind: chain`) or exchange trade (`kind: trade`) with the live model."""
+    try:
+        return await _score_one(ctx, body)
+    except ModelUnavailable as exc:
+        raise _unavailable(exc) from None
+
+
+@router.post(
+    "/score/transactions",
+    operation_id="score_transactions",
+    response_model=BatchOut,
+    responses={**AUTH_RESPONSES, **UNAVAILABLE, 413: {"model": Problem, "description": "batch too large"}},
+)
+async def score_transactions(ctx: Ctx, _: Scorer_, body: BatchIn) -> BatchOut:
+    """Score a batch (at most RMAD_API_BATCH_MAX items), answered in the same order."""
+    limit = ctx.settings.api_batch_max
+    if len(body.items) > limit:
+        raise RequestValidationError(
+            [{"type": "too_long", "loc": ("body", "items"), "msg": f"at most {limit} items per batch", "input": None}]
+        )
+    import asyncio
+
+    try:
+        results = await asyncio.gather(*(_score_one(ctx, item) for item in body.items))
+    except ModelUnavailable as exc:
+        raise _unavailable(exc) from None
+    return BatchOut(items=list(results))
+
+
+@router.post(
+    "/score/window",
+    operation_id="score_window",
+    response_model=ScoreResult,
+    responses={**AUTH_RESPONSES, **UNAVAILABLE},
+)
+async def score_window(ctx: Ctx, _: Scorer_, body: WindowIn) -> ScoreResult:
+    """Score a caller-supplied window: unscaled features [T, F] in the manifest's order, or OHLCV bars."""
+    svc: ScoringService = ctx.scoring
+    try:
+        model = svc.model(body.model)
+        if body.features is not None:
+            field = "features"
+            try:
+                window = np.asarray(body.features, dtype=np.float32)
+            except ValueError:
+                raise BadWindow("rows must all have the same length") from None
+            if window.ndim != 2:
+                raise BadWindow("expected a [T, F] array of numbers")
+            context = window.shape[0]
+            window_full = window
+        elif body.bars is not None:
+            field = "bars"
+            from service.features.bars import Bar
+            from service.features.market import MarketFeatureState
+
+            state = MarketFeatureState()
+            interval = int(model.artifact.manifest.bar_interval_s * 1000)
+            rows = []
+            for b in body.bars:
+                bar = Bar(
+                    start_ms=b.start_ms, interval_ms=interval, open=b.open, high=max(b.high, b.open, b.close, b.low),
+                    low=min(b.low, b.open, b.close, b.high), close=b.close, volume=b.volume,
+                    quote_volume=b.volume * b.close, vwap=b.close, trades=b.trades,
+                    taker_buy_volume=b.taker_buy_volume,
+                    taker_sell_volume=None if b.taker_buy_volume is None else max(b.volume - b.taker_buy_volume, 0.0),
+                    taker_buy_quote=None if b.taker_buy_volume is None else b.taker_buy_volume * b.close,
+                    rush_orders=None, rush_sell_orders=None,
+                )  # fmt: skip
+                rows.append(np.asarray(state.update(bar), dtype=np.float32))
+            context = len(rows)
+            window_full, _warm = svc.padded(model, rows)
+        else:
+            raise RequestValidationError(
+                [{"type": "missing", "loc": ("body", "features"), "msg": "give `features` or `bars`", "input": None}]
+            )
+        if body.features is not None and window_full.shape[0] < model.window:
+            window_full, _warm = svc.padded(model, list(window_full))
+        elif body.features is not None:
+            window_full = window_full[-model.window :]
+        r = await svc.score(body.model, window_full)
+    except ModelUnavailable as exc:
+        raise _unavailable(exc) from None
+    except BadWindow as exc:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", field), "msg": str(exc), "input": None}]
+        ) from None
+    return _result(svc, model, r, body.key, window_full, context, context >= model.window, model.artifact.manifest.kind)
+
+
+def _model_out(m: Any) -> ModelOut:
+    man = m.artifact.manifest
+    card_path = FsPath(m.artifact.path) / "card.md"
+    card = card_path.read_text(encoding="utf-8", errors="replace")[:200_000] if card_path.is_file() else None
+    th = man.thresholds.model_dump()
+    calibration = man.evaluation.get("calibration") if isinstance(man.evaluation, dict) else None
+    return ModelOut(
+        name=man.name,
+        version=man.version,
+        kind=man.kind,
+        window=man.window,
+        features=list(man.features.names),
+        thresholds={k: (float(v) if isinstance(v, int | float) else None) for k, v in th.items()},
+        created_ms=man.created_ms,
+        provider=str(getattr(m.session, "provider", "")),
+        loaded_ms=m.loaded_ms,
+        card=card,
+        calibration=json.loads(
+            json.dumps(calibration if isinstance(calibration, dict) else {"thresholds": th}, default=str)
+        ),
+    )
+
+
+@router.get("/models", operation_id="list_models", response_model=ModelsOut, tags=["models"], responses=AUTH_RESPONSES)
+async def list_models(ctx: Ctx, _: Annotated[Principal, Depends(require(Scope.SUBSCRIBE))]) -> ModelsOut:
+    """Serving models: version, manifest facts, model card, calibration; and versions refused, with why."""
+    svc: ScoringService = ctx.scoring
+    svc.ensure_loaded()
+    reg = svc.registry()
+    return ModelsOut(
+        models=[_model_out(m) for m in svc.loaded_models()], failures=reg.failures() if reg is not None else {}
+    )
+
+
+@router.post(
+    "/models/{name}/reload",
+    operation_id="reload_model",
+    response_model=ModelOut,
+    tags=["models"],
+    responses={**AUTH_RESPONSES, **UNAVAILABLE},
+)
+async def reload_model(ctx: Ctx, _: Admin, name: ModelName) -> ModelOut:
+    """Look for a newer version of `name` now and swap to it when it loads and passes its self-check (admin)."""
+    svc: ScoringService = ctx.scoring
+    try:
+        svc.ensure_loaded()
+        _swapped, model, why = await svc.reload(name)
+    except ModelUnavailable as exc:
+        raise _unavailable(exc) from None
+    if model is None:
+        raise HTTPException(503, detail=f"model not loaded: {why or f'no artifact for {name!r}'}")
+    return _model_out(model)

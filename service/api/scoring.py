@@ -1,0 +1,270 @@
+"""REST scoring: the worker's features and the same `Scorer` (same ONNX session code) behind the /v1/score routes.
+
+Why a micro-batcher: one ONNX call per HTTP request would cap the API at one inference per request on a 2-core box;
+requests arriving within `scoring_max_wait_ms` of each other are stacked into one call (up to
+`scoring_batch_size`), run in a worker thread, and each request gets its own row back. Latency stays within a
+couple of milliseconds while throughput follows the batch.
+Why live market state here: a trade is scored in the context of its symbol's recent bars. The api keeps, per key,
+the same bar builder and `MarketFeatureState` as the worker, fed by the trades it follows; a scored trade is added
+to a copy of the open bar, so scoring never changes the live state. A key without enough history is padded with the
+model's typical (training median) values and answered with `warm: false`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from service.runtime import Runtime
+
+if TYPE_CHECKING:
+    from service.scoring.registry import LoadedModel, ModelRegistry
+    from service.scoring.scorer import Scorer, WindowResult
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailable(RuntimeError):
+    """No model of that name is loaded (the API answers 503 "model not loaded")."""
+
+
+class BadWindow(ValueError):
+    """The caller's window does not fit the model (the API answers 422 naming the field)."""
+
+
+@dataclass
+class _Pending:
+    window: np.ndarray
+    future: asyncio.Future[WindowResult]
+
+
+@dataclass
+class _Batcher:
+    """Collects windows for one model and scores them together."""
+
+    scorer: Scorer
+    model_name: str
+    max_batch: int
+    max_wait_s: float
+    queue: list[_Pending] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    async def submit(self, window: np.ndarray) -> WindowResult:
+        fut: asyncio.Future[WindowResult] = asyncio.get_running_loop().create_future()
+        self.queue.append(_Pending(window, fut))
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        while self.queue:
+            if len(self.queue) < self.max_batch and self.max_wait_s > 0:
+                await asyncio.sleep(self.max_wait_s)
+            batch, self.queue = self.queue[: self.max_batch], self.queue[self.max_batch :]
+            try:
+                model = self.scorer.model(self.model_name)
+                windows = np.stack([p.window for p in batch])
+                if len(batch) <= 4:  # tiny batches: a thread hop costs more than the inference
+                    results = self.scorer.score_windows(self.model_name, windows, model=model)
+                else:
+                    results = await self.scorer.score_windows_async(self.model_name, windows, model=model)
+                for p, r in zip(batch, results, strict=True):
+                    if not p.future.done():
+                        p.future.set_result(r)
+            except Exception as exc:
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+
+
+@dataclass
+class LiveMarket:
+    """One key's bar builder, feature state and the last `window` feature rows (closed bars)."""
+
+    builder: Any
+    state: Any
+    rows: deque[np.ndarray]
+    last_bar: Any = None
+
+
+class ScoringService:
+    """Models (a registry of its own, hot-reloaded), micro-batched scoring, live market context per key."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self._registry: ModelRegistry | None = None
+        self._scorer: Scorer | None = None
+        self._batchers: dict[str, _Batcher] = {}
+        self.markets: dict[str, LiveMarket] = {}
+        self._started = False
+        self.import_error: str | None = None
+
+    # --- models
+    def registry(self) -> ModelRegistry | None:
+        if self._registry is None and self.import_error is None:
+            try:
+                from service.scoring.registry import ModelRegistry
+                from service.scoring.scorer import Scorer
+                from service.scoring.session import SessionOptions
+            except ImportError as exc:  # onnxruntime missing: the API still serves everything else
+                self.import_error = f"scoring is unavailable in this install: {exc}"
+                return None
+            s: Any = self.settings
+            options = _session_options(SessionOptions, s)
+            self._registry = ModelRegistry(
+                model_dir=Path(getattr(s, "model_dir", "models/artifacts")),
+                options=options,
+                reload_interval_s=float(getattr(s, "model_reload_interval_s", 10.0)),
+            )
+            self._scorer = Scorer(self._registry)
+        return self._registry
+
+    def model_names(self) -> list[str]:
+        s: Any = self.settings
+        return [getattr(s, "model_market", "market"), getattr(s, "model_chain", "chain")]
+
+    def loaded_models(self) -> list[LoadedModel]:
+        reg = self._registry
+        if reg is None:
+            return []
+        return [m for m in (reg.maybe(n) for n in reg.names()) if m is not None]
+
+    def ensure_loaded(self) -> None:
+        """Look for every configured model once (quick when none is present) and start hot reload."""
+        reg = self.registry()
+        if reg is None or self._started:
+            return
+        self._started = True
+        for name in self.model_names():
+            try:
+                reg.refresh(name)
+            except Exception as exc:
+                log.warning("model %s: %s", name, exc)
+        try:
+            reg.start()
+        except RuntimeError:
+            pass
+
+    def model(self, name: str) -> LoadedModel:
+        self.ensure_loaded()
+        reg = self.registry()
+        if reg is None:
+            raise ModelUnavailable(f"model not loaded: {self.import_error}")
+        m = reg.maybe(name)
+        if m is None:
+            raise ModelUnavailable(f"model not loaded: no servable {name!r} model under {reg.model_dir}")
+        return m
+
+    async def reload(self, name: str) -> tuple[bool, LoadedModel | None, str]:
+        reg = self.registry()
+        if reg is None:
+            raise ModelUnavailable(f"model not loaded: {self.import_error}")
+        swapped = await reg.refresh_async(name)
+        model = reg.maybe(name)
+        failures = [why for p, why in reg.failures().items() if Path(p).parent.name == name]
+        return swapped, model, "; ".join(failures)
+
+    async def stop(self) -> None:
+        if self._registry is not None:
+            await self._registry.stop()
+
+    # --- scoring
+    async def score(self, model_name: str, window: np.ndarray) -> WindowResult:
+        model = self.model(model_name)
+        if window.shape != (model.window, model.n_features):
+            raise BadWindow(
+                f"model {model.name}/{model.version} takes {model.window} bars x {model.n_features} features, "
+                f"got {window.shape[0]} x {window.shape[1] if window.ndim == 2 else '?'}"
+            )
+        b = self._batchers.get(model_name)
+        if b is None:
+            assert self._scorer is not None
+            s: Any = self.settings
+            b = self._batchers[model_name] = _Batcher(
+                self._scorer,
+                model_name,
+                int(getattr(s, "scoring_batch_size", 256)),
+                float(getattr(s, "scoring_max_wait_ms", 2.0)) / 1000,
+            )
+        return await b.submit(window.astype(np.float32, copy=False))
+
+    def padded(self, model: LoadedModel, rows: list[np.ndarray]) -> tuple[np.ndarray, bool]:
+        """The last `window` rows, padded in front with the model's typical values when there are fewer."""
+        t, f = model.window, model.n_features
+        out = np.empty((t, f), dtype=np.float32)
+        rows = rows[-t:]
+        pad = t - len(rows)
+        if pad:
+            out[:pad] = np.asarray(model.artifact.normal, dtype=np.float32)
+        if rows:
+            out[pad:] = np.stack(rows)
+        return out, pad == 0
+
+    # --- live market context
+    def _new_market(self, model: LoadedModel) -> LiveMarket:
+        from service.features.bars import TradeBarBuilder
+        from service.features.market import MarketFeatureState
+
+        interval = int(model.artifact.manifest.bar_interval_s * 1000)
+        return LiveMarket(TradeBarBuilder(interval), MarketFeatureState(), deque(maxlen=model.window))
+
+    def observe_trade(self, key: str, ts_ms: int, price: float, size: float, taker_buy: bool) -> None:
+        """Feed one live trade (from the api's market follower) into the key's live state."""
+        reg = self._registry
+        if reg is None:
+            return
+        model = reg.maybe(getattr(self.settings, "model_market", "market"))
+        if model is None:
+            return
+        mk = self.markets.get(key)
+        if mk is None:
+            if len(self.markets) >= 10_000:
+                self.markets.pop(next(iter(self.markets)))
+            mk = self.markets[key] = self._new_market(model)
+        for bar in mk.builder.add_trade(ts_ms, price, size, taker_buy):
+            mk.rows.append(np.asarray(mk.state.update(bar), dtype=np.float32))
+            mk.last_bar = bar
+
+    def trade_window(
+        self, model: LoadedModel, key: str, ts_ms: int, price: float, size: float, buy: bool
+    ) -> tuple[np.ndarray, int, bool]:
+        """The window the trade would make: live rows + the open bar with this trade (on copies)."""
+        mk = self.markets.get(key)
+        if mk is None:
+            mk = self._new_market(model)
+            rows: list[np.ndarray] = []
+        else:
+            rows = list(mk.rows)
+            mk = LiveMarket(copy.deepcopy(mk.builder), copy.deepcopy(mk.state), deque(), mk.last_bar)
+        closed = mk.builder.add_trade(ts_ms, price, size, buy)
+        for bar in [*closed, *mk.builder.flush()]:
+            rows.append(np.asarray(mk.state.update(bar), dtype=np.float32))
+        context = len(rows)
+        window, warm = self.padded(model, rows)
+        return window, context, warm
+
+
+def _session_options(cls: Any, s: Any) -> Any:
+    """SessionOptions from the model settings, tolerating fields the scoring part may rename."""
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    wanted = {
+        "provider": getattr(s, "model_provider", "auto"),
+        "intra_threads": getattr(s, "model_intra_threads", 1),
+        "inter_threads": getattr(s, "model_inter_threads", 1),
+    }
+    return cls(**{k: v for k, v in wanted.items() if k in params})
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
