@@ -1,0 +1,256 @@
+"""Alert policy: threshold crossing with hysteresis and a per-key cool-down, tiers, type and explanation.
+
+Why hysteresis and a cool-down: a pump stays above the threshold for many consecutive windows; an analyst wants
+one alert when it starts, not one every bar. A key re-arms only after its score fell below
+`threshold * hysteresis`, and never alerts twice within `cooldown` of event time. Both depend only on the scores
+and the windows' event times, so a replay (or a restarted worker) makes the same decisions and, with ids derived
+from (model version, key, window end), the same alert ids.
+
+Why the type comes from the features and not from the model: the model says *how* unusual a window is; which
+kind of unusual (a pump, a crash, a volume surge without a price move) is read off the window's own feature
+values, which an analyst can check on a chart.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+
+from service.schemas.scoring import (
+    Action,
+    Alert,
+    AnomalyType,
+    BranchScores,
+    FeatureContribution,
+    Severity,
+    alert_id,
+)
+from service.scoring.scorer import WindowResult
+
+STABLECOINS = frozenset({"USDT", "USDC", "BUSD", "TUSD", "DAI", "FDUSD", "USDP", "PYUSD", "USDE"})
+
+TYPE_LABEL = {
+    AnomalyType.PUMP_AND_DUMP: "a pump-and-dump",
+    AnomalyType.CRASH: "a crash",
+    AnomalyType.VOLUME_SURGE: "a volume surge without a matching price move",
+    AnomalyType.DEPEG: "a de-peg / cross-market dislocation",
+    AnomalyType.SPOOFING_LIKE: "spoofing-like order book activity",
+    AnomalyType.SUSPICIOUS_TRANSFER: "a suspicious transfer pattern",
+    AnomalyType.OTHER: "unusual activity",
+}
+BRANCH_LABEL = {"md": "multi-domain VAE", "trans": "Transformer", "clust": "clustering"}
+
+
+@dataclass(slots=True)
+class KeyAlertState:
+    """Per-key policy state; small and serialisable so it survives a restart in the worker's checkpoint."""
+
+    armed: bool = True
+    last_alert_ms: int | None = None
+
+    def encode(self) -> str:
+        return f"{int(self.armed)},{'' if self.last_alert_ms is None else self.last_alert_ms}"
+
+    @classmethod
+    def decode(cls, raw: str) -> KeyAlertState:
+        armed, _, last = raw.partition(",")
+        return cls(armed=armed == "1", last_alert_ms=int(last) if last else None)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPolicy:
+    hysteresis: float = 0.8
+    cooldown_ms: int = 300_000
+
+    def decide(self, state: KeyAlertState, score: float, threshold: float, window_end_ms: int) -> bool:
+        """Update `state` with one window's score; True when this window raises an alert."""
+        if not state.armed:
+            if score < threshold * self.hysteresis if threshold > 0 else score < threshold:
+                state.armed = True
+            return False
+        if score < threshold:
+            return False
+        state.armed = False  # a crossing: fires, or is swallowed by the cool-down; either way re-arm below
+        if state.last_alert_ms is not None and window_end_ms - state.last_alert_ms < self.cooldown_ms:
+            return False
+        state.last_alert_ms = window_end_ms
+        return True
+
+
+def split_key(key: str) -> tuple[str, str]:
+    venue, _, symbol = key.partition(":")
+    return venue, symbol
+
+
+def base_quote(symbol: str) -> tuple[str, str]:
+    """BTCUSDT -> (BTC, USDT); OAX/BTC -> (OAX, BTC); unknown quote -> (symbol, "")."""
+    s = symbol.upper().replace("-", "/").replace("_", "/")
+    if "/" in s:
+        b, _, q = s.partition("/")
+        return b, q
+    for q in ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USDE", "USD", "DAI", "BTC", "ETH", "BNB", "EUR", "TRY"):
+        if s.endswith(q) and len(s) > len(q):
+            return s[: -len(q)], q
+    return s, ""
+
+
+def _col(names: Sequence[str], window: np.ndarray, name: str) -> np.ndarray | None:
+    try:
+        return window[:, list(names).index(name)]
+    except ValueError:
+        return None
+
+
+def classify(key: str, names: Sequence[str], window: np.ndarray, kind: str = "market") -> AnomalyType:
+    """The anomaly type of an anomalous market window, from its unscaled feature values [T, F]."""
+    if kind == "chain":
+        return AnomalyType.SUSPICIOUS_TRANSFER
+    base, _ = base_quote(split_key(key)[1])
+    if base in STABLECOINS:
+        return AnomalyType.DEPEG
+    ret = _col(names, window, "ret_1")
+    vol_z = _col(names, window, "vol_z")
+    vol_rel = _col(names, window, "vol_rel")
+    imb = _col(names, window, "imbalance")
+    rush = _col(names, window, "rush_chunk")
+    if ret is None:
+        return AnomalyType.OTHER
+    path = np.concatenate([[0.0], np.cumsum(np.nan_to_num(ret))])
+    rise = float(np.max(path - np.minimum.accumulate(path)))  # largest run-up from a trough
+    drop = float(np.max(np.maximum.accumulate(path) - path))  # largest drawdown from a peak
+    net = float(path[-1])
+    vol_hot = bool(
+        (vol_z is not None and float(np.max(vol_z)) >= 3.0) or (vol_rel is not None and float(np.max(vol_rel)) >= 2.0)
+    )
+    buying = bool(
+        (imb is not None and float(np.max(imb[-3:])) > 0.3) or (rush is not None and float(np.max(rush)) > 0.0)
+    )
+    if rise >= 0.03 and (rise >= drop * 0.8 or buying):
+        return AnomalyType.PUMP_AND_DUMP
+    if drop >= 0.02 and net < 0:
+        return AnomalyType.CRASH
+    if vol_hot and max(rise, drop) < 0.01:
+        return AnomalyType.VOLUME_SURGE
+    if rise >= 0.015 and buying:
+        return AnomalyType.PUMP_AND_DUMP
+    if drop >= 0.01:
+        return AnomalyType.CRASH
+    if vol_hot:
+        return AnomalyType.VOLUME_SURGE
+    return AnomalyType.OTHER
+
+
+def tiers(score: float, threshold: float, critical: float | None, incomplete: bool) -> tuple[Severity, Action]:
+    """Severity and recommended action from how far above the threshold a score is."""
+    crit = critical if critical is not None and critical > threshold else threshold * 3.0
+    high = threshold + (crit - threshold) / 3.0
+    order = [Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL]
+    rank = 3 if score >= crit else 2 if score >= high else 1
+    if incomplete:
+        rank -= 1  # a window built on lost data is weaker evidence
+    sev = order[max(rank, 0)]
+    action = {3: Action.REVIEW_NOW, 2: Action.REVIEW_NOW, 1: Action.WATCH}.get(max(rank, 0), Action.NOTE)
+    return sev, action
+
+
+def top_features(
+    result: WindowResult, names: Sequence[str], normal: np.ndarray, n: int = 3
+) -> list[FeatureContribution]:
+    errs = np.nan_to_num(np.asarray(result.feature_errors, dtype=np.float64))
+    order = np.argsort(-errs)[:n]
+    return [
+        FeatureContribution(
+            name=names[i], value=float(result.last_values[i]), normal=float(normal[i]), error=float(errs[i])
+        )
+        for i in order
+    ]
+
+
+def _fmt(x: float) -> str:
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    return f"{x:.3g}" if abs(x) >= 1e-3 else f"{x:.2e}"
+
+
+def explain(
+    key: str,
+    anomaly: AnomalyType,
+    window_end_ms: int,
+    score: float,
+    threshold: float,
+    branches: BranchScores,
+    weights: BranchScores,
+    contributions: Sequence[FeatureContribution],
+    incomplete: bool = False,
+) -> str:
+    """One paragraph an analyst can read: what, when, how strong, which features, which model branch."""
+    when = datetime.fromtimestamp(window_end_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    feats = "; ".join(f"{c.name} = {_fmt(c.value)} (normal {_fmt(c.normal)})" for c in contributions)
+    w = weights.model_dump()
+    b = branches.model_dump()
+    lead = max(w, key=lambda k: w[k])
+    text = (
+        f"{key}: {TYPE_LABEL[anomaly]} suspected in the window ending {when}: risk score {score:.3g} against a "
+        f"threshold of {threshold:.3g}. Furthest from normal: {feats or 'n/a'}. "
+        f"The fusion weighted the {BRANCH_LABEL[lead]} branch most ({w[lead]:.0%}; scores: VAE {_fmt(b['md'])}, "
+        f"Transformer {_fmt(b['trans'])}, clustering {_fmt(b['clust'])})."
+    )
+    if incomplete:
+        text += " The window contains a data gap reported by ingest; confirm on the venue's own chart."
+    return text
+
+
+def build_alert(
+    key: str,
+    window_end_ms: int,
+    result: WindowResult,
+    window: np.ndarray,
+    names: Sequence[str],
+    normal: np.ndarray,
+    *,
+    critical: float | None = None,
+    kind: str = "market",
+    incomplete: bool = False,
+    n_features: int = 3,
+    anomaly: AnomalyType | None = None,
+) -> Alert:
+    """The explained alert for one window that the policy decided to raise."""
+    venue, symbol = split_key(key)
+    kind_type = anomaly or classify(key, names, window, kind)
+    sev, action = tiers(result.fused, result.threshold, critical, incomplete)
+    contribs = top_features(result, names, normal, n_features)
+    return Alert(
+        id=alert_id(result.model_version, key, window_end_ms),
+        key=key,
+        venue=venue,
+        symbol=symbol,
+        window_end_ms=window_end_ms,
+        created_ms=int(time.time() * 1000),
+        anomaly_type=kind_type,
+        severity=sev,
+        action=action,
+        score=result.fused,
+        threshold=result.threshold,
+        branches=result.branches,
+        weights=result.branch_weights,
+        top_features=contribs,
+        explanation=explain(
+            key,
+            kind_type,
+            window_end_ms,
+            result.fused,
+            result.threshold,
+            result.branches,
+            result.branch_weights,
+            contribs,
+            incomplete,
+        ),
+        model_name=result.model_name,
+        model_version=result.model_version,
+        incomplete=incomplete,
+    )

@@ -1,0 +1,104 @@
+"""Micro-batching across keys: a bounded FIFO that releases a batch when it is full or its oldest item waited
+`max_wait`.
+
+Why both bounds: one inference call per window wastes the model's fixed per-call cost (most of it at small
+sizes); waiting for a full batch at a quiet hour would add seconds of latency. Releasing at `max_size` or after
+`max_wait` (default 2 ms) keeps the added latency bounded while busy periods get large, efficient batches. The
+queue is bounded too: `full()` tells the consumer to pause its partitions instead of growing without limit.
+FIFO order matters: windows of one partition are scored and produced in offset order, which the offset
+bookkeeping relies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class MicroBatcher(Generic[T]):
+    def __init__(self, max_size: int = 256, max_wait_s: float = 0.002, bound: int = 4096) -> None:
+        if max_size < 1 or bound < 1:
+            raise ValueError("max_size and bound must be >= 1")
+        self.max_size = max_size
+        self.max_wait_s = max_wait_s
+        self.bound = max(bound, max_size)
+        self._q: deque[tuple[float, T]] = deque()
+        self._event = asyncio.Event()
+        self._taken = asyncio.Event()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def full(self) -> bool:
+        return len(self._q) >= self.bound
+
+    def low(self) -> bool:
+        """Below half the bound: resume paused partitions (a gap between pause and resume avoids flapping)."""
+        return len(self._q) <= self.bound // 2
+
+    def put(self, item: T, now: float | None = None) -> None:
+        self._q.append((time.monotonic() if now is None else now, item))
+        self._event.set()
+
+    def due_in(self, now: float | None = None) -> float | None:
+        """Seconds until a batch is due (0: now); None when empty."""
+        if not self._q:
+            return None
+        if len(self._q) >= self.max_size:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        return max(0.0, self._q[0][0] + self.max_wait_s - now)
+
+    def take(self) -> list[T]:
+        n = min(self.max_size, len(self._q))
+        out = [self._q.popleft()[1] for _ in range(n)]
+        if not self._q:
+            self._event.clear()
+        self._taken.set()
+        return out
+
+    async def wait_at_most(self, n: int, timeout_s: float | None = None) -> bool:
+        """Wait until at most `n` windows are queued (backpressure release, drain); False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while len(self._q) > n:
+            self._taken.clear()
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._taken.wait(), left)
+            except TimeoutError:
+                return False
+        return True
+
+    def close(self) -> None:
+        """Wake a waiting `get` so it returns what is left (shutdown drains the queue)."""
+        self._closed = True
+        self._event.set()
+
+    async def get(self) -> list[T]:
+        """Wait for the next batch (full, or oldest item `max_wait` old); [] once closed and empty."""
+        while True:
+            if not self._q:
+                if self._closed:
+                    return []
+                self._event.clear()
+                await self._event.wait()
+                continue
+            due = self.due_in()
+            if due is None:
+                continue
+            if due <= 0 or self._closed:
+                return self.take()
+            # wait for the deadline or for the queue to reach max_size, whichever is first
+            self._event.clear()
+            try:
+                await asyncio.wait_for(self._event.wait(), due)
+            except TimeoutError:
+                pass

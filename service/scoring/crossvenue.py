@@ -1,0 +1,120 @@
+"""Cross-venue and cross-quote checks: the same asset on two venues, or one base against USDT/USDC/USD.
+
+Why here and not in the model: a single-symbol model sees one price series; a de-peg (USDC losing its dollar
+value makes BTCUSDC rise against BTCUSDT) or a venue dislocation is only visible when two series are compared.
+For each pair in a group the log basis log(p_a / p_b) at the same bar end is tracked with an exponentially
+weighted mean and variance (the usual basis and its noise); a bar whose basis sits more than `z` standard
+deviations and at least `min_bps` basis points away from the usual raises a de-peg / dislocation. Dislocated
+bars do not update the usual basis, so a long de-peg keeps being measured against the pre-event normal.
+
+The alert goes to the member that is not the reference: the reference quote is the most liquid stablecoin
+(USDT, then USD, then USDC), the reference venue the first of a fixed order, so a USDC de-peg is reported on the
+USDC pair.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from service.scoring.alerts import STABLECOINS, base_quote, split_key
+
+QUOTE_RANK = {"USDT": 0, "USD": 1, "USDC": 2, "FDUSD": 3, "BUSD": 4, "TUSD": 5, "DAI": 6}
+VENUE_FAMILY_RANK = {"binance": 0, "bybit": 1}
+
+
+def venue_family(venue: str) -> str:
+    """binance-spot / sim-binance -> binance; bybit-linear -> bybit (the exchange, whatever the market)."""
+    for fam in VENUE_FAMILY_RANK:
+        if fam in venue:
+            return fam
+    return venue
+
+
+def groups_of(key: str) -> list[tuple[str, int]]:
+    """The comparison groups a key belongs to, with its reference rank in each (lower = reference)."""
+    venue, symbol = split_key(key)
+    base, quote = base_quote(symbol)
+    out: list[tuple[str, int]] = []
+    if quote:
+        kind = "spot" if "spot" in venue or venue.startswith("sim") else venue.rsplit("-", 1)[-1]
+        out.append((f"venue:{kind}:{base}{quote}", VENUE_FAMILY_RANK.get(venue_family(venue), 9)))
+    if quote in STABLECOINS or quote == "USD":
+        out.append((f"quote:{venue}:{base}", QUOTE_RANK.get(quote, 9)))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Dislocation:
+    key: str  # the member reported (not the reference)
+    reference: str
+    group: str
+    bar_end_ms: int
+    basis_bps: float
+    usual_bps: float
+    std_bps: float
+
+    @property
+    def z(self) -> float:
+        return abs(self.basis_bps - self.usual_bps) / max(self.std_bps, 1e-9)
+
+    def explanation(self) -> str:
+        return (
+            f"{self.key} trades {self.basis_bps - self.usual_bps:+.0f} bps away from {self.reference} "
+            f"(basis {self.basis_bps:+.1f} bps against a usual {self.usual_bps:+.1f} ± {self.std_bps:.1f} bps, "
+            f"{self.z:.0f} standard deviations): a de-peg or cross-market dislocation."
+        )
+
+
+@dataclass(slots=True)
+class _PairStats:
+    mean: float = 0.0
+    var: float = 0.0
+    n: int = 0
+
+
+@dataclass
+class CrossVenueMonitor:
+    z: float = 8.0
+    min_bps: float = 50.0
+    half_life_bars: float = 360.0
+    warmup_bars: int = 60
+    _last: dict[str, dict[str, tuple[int, float, int]]] = field(default_factory=dict)  # group -> key -> (end, px, rank)
+    _pairs: dict[tuple[str, str], _PairStats] = field(default_factory=dict)
+
+    @property
+    def alpha(self) -> float:
+        return float(1.0 - 0.5 ** (1.0 / self.half_life_bars))
+
+    def observe(self, key: str, bar_end_ms: int, close: float) -> list[Dislocation]:
+        """Record one bar close; return the dislocations it reveals against members at the same bar end."""
+        if not (close > 0 and math.isfinite(close)):
+            return []
+        out: list[Dislocation] = []
+        for group, rank in groups_of(key):
+            members = self._last.setdefault(group, {})
+            members[key] = (bar_end_ms, close, rank)
+            for other, (end, px, orank) in members.items():
+                if other == key or end != bar_end_ms:
+                    continue
+                if (orank, other) < (rank, key):
+                    ref, ref_px, mem, mem_px = other, px, key, close
+                else:
+                    ref, ref_px, mem, mem_px = key, close, other, px
+                d = self._pair(group, ref, mem, bar_end_ms, math.log(mem_px / ref_px) * 1e4)
+                if d is not None:
+                    out.append(d)
+        return out
+
+    def _pair(self, group: str, ref: str, mem: str, end: int, basis: float) -> Dislocation | None:
+        st = self._pairs.setdefault((ref, mem), _PairStats())
+        std = math.sqrt(st.var) if st.var > 0 else 0.0
+        dev = abs(basis - st.mean)
+        if st.n >= self.warmup_bars and dev >= self.min_bps and dev >= self.z * std:
+            return Dislocation(mem, ref, group, end, basis, st.mean, std)
+        a = self.alpha if st.n >= self.warmup_bars else 1.0 / (st.n + 1)
+        diff = basis - st.mean
+        st.mean += a * diff
+        st.var = (1 - a) * (st.var + a * diff * diff)
+        st.n += 1
+        return None

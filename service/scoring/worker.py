@@ -1,0 +1,583 @@
+"""The streaming scoring worker: a consumer-group member turning market ticks into scores and explained alerts.
+
+Two tasks share one event loop:
+- consume: poll market.trades / market.bars, feed each record into its key's window state (service/features code
+  only), queue every closed window into the micro-batcher; pause the partitions while the queue is full.
+- score: take a batch (full, or its oldest window `max_wait` old), read the shared centres, run the model in a
+  thread, produce one Score per window and the alerts the policy raises, fold normal windows into the centres.
+A checkpoint (every `scoring_checkpoint_interval_ms`) flushes the producer, stores each key's last produced window
+end and alert state in Redis, then commits offsets, never past (a) a record whose windows are not produced yet
+or (b) the first record of the oldest bar a key still needs. A restarted worker therefore re-reads that history,
+rebuilds the same windows, skips the ones already produced (the stored marks) and carries on; alert ids are
+claimed in Redis before publishing (service/scoring/delivery.py), so no id reaches the alerts topic twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+
+import msgspec
+import numpy as np
+
+from service.bus.base import Bus, CommitFailedError, Consumer, Producer, Record, TopicPartition
+from service.runtime import Health
+from service.schemas.market import Trade, decode_market
+from service.schemas.scoring import Alert, AnomalyType, BranchScores, FeatureContribution, alert_id
+from service.scoring import metrics
+from service.scoring.alerts import AlertPolicy, KeyAlertState, build_alert, tiers
+from service.scoring.batcher import MicroBatcher
+from service.scoring.centres import CentreStore
+from service.scoring.crossvenue import CrossVenueMonitor, Dislocation
+from service.scoring.delivery import AlertDelivery
+from service.scoring.registry import LoadedModel, ModelNotFoundError, ModelRegistry
+from service.scoring.scorer import Scorer, WindowResult
+from service.scoring.session import SessionOptions
+from service.scoring.windows import ClosedWindow, WindowStore, apply_event
+from service.settings import Settings
+from service.state.base import StateStore
+
+log = logging.getLogger(__name__)
+
+CROSSVENUE_MODEL = "crossvenue"
+CROSSVENUE_VERSION = "1"
+
+
+@dataclass(slots=True)
+class _Mark:
+    """What a checkpoint stores per key: the last produced window end and the alert policy state."""
+
+    window_end_ms: int
+    alert: KeyAlertState
+
+    def encode(self) -> str:
+        return f"{self.window_end_ms};{self.alert.encode()}"
+
+    @classmethod
+    def decode(cls, raw: bytes) -> _Mark:
+        end, _, st = raw.decode().partition(";")
+        return cls(int(end), KeyAlertState.decode(st))
+
+
+@dataclass
+class _Geometry:
+    window: int
+    n_features: int
+    bar_interval_ms: int
+
+
+@dataclass
+class WorkerStats:
+    records: int = 0
+    windows: int = 0
+    scored: int = 0
+    skipped_marked: int = 0
+    alerts: int = 0
+    duplicates_suppressed: int = 0
+    commits: int = 0
+    pauses: int = 0
+    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
+def build_registry(settings: Settings) -> ModelRegistry:
+    return ModelRegistry(
+        model_dir=settings.model_dir,
+        options=SessionOptions(settings.model_provider, settings.model_intra_threads, settings.model_inter_threads),
+        reload_interval_s=settings.model_reload_interval_s,
+    )
+
+
+class ScoringWorker:
+    """A runtime Component (service.runtime): `start`, `stop`, `health`."""
+
+    name = "worker"
+
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        state: StateStore,
+        registry: ModelRegistry | None = None,
+        *,
+        online_centres: bool | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        self.s = settings
+        self.bus = bus
+        self.state = state
+        self.registry = registry or build_registry(settings)
+        self.scorer = Scorer(self.registry)
+        self.model_name = settings.model_market
+        self.online_centres = settings.centres_online if online_centres is None else online_centres
+        self.client_id = client_id or f"rmad-worker-{uuid.uuid4().hex[:8]}"
+        self.topics = [settings.topic_trades, settings.topic_bars]
+        self.policy = AlertPolicy(settings.alert_hysteresis, int(settings.alert_cooldown_s * 1000))
+        self.batcher: MicroBatcher[ClosedWindow] = MicroBatcher(
+            settings.scoring_batch_size, settings.scoring_max_wait_ms / 1000.0, settings.scoring_queue_bound
+        )
+        self.crossvenue = (
+            CrossVenueMonitor(
+                settings.crossvenue_z,
+                settings.crossvenue_min_bps,
+                settings.crossvenue_half_life_bars,
+                settings.crossvenue_warmup_bars,
+            )
+            if settings.crossvenue_enabled
+            else None
+        )
+        self.stats = WorkerStats()
+        self.store: WindowStore | None = None
+        self._geometry: _Geometry | None = None
+        self._producer: Producer | None = None
+        self._consumer: Consumer | None = None
+        self._delivery: AlertDelivery | None = None
+        self._centres: dict[tuple[str, str], CentreStore] = {}
+        self._owned: set[TopicPartition] = set()
+        self._marks: dict[str, _Mark] = {}
+        self._key_tp: dict[str, TopicPartition] = {}
+        self._dirty: dict[TopicPartition, dict[str, str]] = {}
+        self._processed: dict[TopicPartition, int] = {}
+        self._pending: dict[TopicPartition, deque[int]] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._ckpt_lock = asyncio.Lock()
+        self._last_ckpt = time.monotonic()
+        self._last_sweep = time.monotonic()
+        self._error: str | None = None
+        self._running = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def _geometry_of(self, model: LoadedModel) -> _Geometry:
+        m = model.artifact.manifest
+        interval = self.s.scoring_bar_interval_ms or round(m.bar_interval_s * 1000)
+        return _Geometry(m.window, m.n_features, interval)
+
+    def _new_store(self, g: _Geometry) -> WindowStore:
+        return WindowStore(
+            g.window,
+            g.n_features,
+            g.bar_interval_ms,
+            allowed_lateness_ms=self.s.scoring_allowed_lateness_ms,
+            idle_eviction_s=self.s.scoring_idle_eviction_s,
+            max_keys=self.s.scoring_max_keys,
+            warmup_bars=self.s.scoring_warmup_bars,
+            history_bars=self.s.scoring_history_bars,
+        )
+
+    async def _wait_model(self) -> LoadedModel:
+        while True:
+            try:
+                model = await asyncio.to_thread(self.registry.get, self.model_name)
+                self._error = None
+                return model
+            except ModelNotFoundError as exc:
+                if self._error != str(exc):
+                    log.error("worker waiting for a model: %s", exc)
+                self._error = str(exc)
+            await asyncio.sleep(max(1.0, self.s.model_reload_interval_s))
+
+    async def start(self) -> None:
+        self._stopping.clear()
+        self._producer = self.bus.producer()
+        await self._producer.start()
+        self._delivery = AlertDelivery(self.state, self._producer, self.s.topic_alerts, self.s.alert_dedupe_ttl_s)
+        self._tasks = [asyncio.get_running_loop().create_task(self._main(), name="worker-main")]
+        self._running = True
+
+    async def _main(self) -> None:
+        model = await self._wait_model()
+        self._geometry = self._geometry_of(model)
+        self.store = self._new_store(self._geometry)
+        self.registry.start()
+        self._consumer = self.bus.consumer(self.topics, self.s.scoring_group_id, client_id=self.client_id)
+        await self._consumer.start()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._score_loop(), name="worker-score"))
+        self._tasks.append(loop.create_task(self._checkpoint_loop(), name="worker-checkpoint"))
+        try:
+            await self._consume_loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._error = f"consume loop failed: {exc!r}"
+            log.exception("worker consume loop failed")
+            raise
+
+    async def stop(self) -> None:
+        """Stop polling, drain the queue (score and produce it), checkpoint, leave the group."""
+        self._stopping.set()
+        main = self._tasks[0] if self._tasks else None
+        if main is not None:
+            main.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await main
+        self.batcher.close()
+        for t in self._tasks[1:]:
+            if t.get_name() == "worker-score":
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(t, self.s.shutdown_grace_s / 2)
+        for t in self._tasks[1:]:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        with contextlib.suppress(Exception):
+            await self.checkpoint()
+        await self.registry.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            self._producer = None
+        self._running = False
+
+    def health(self) -> Health:
+        if self._error:
+            return Health(False, self._error)
+        model = self.registry.maybe(self.model_name) if self._running else None
+        if model is None:
+            return Health(False, "not started" if not self._running else f"no model {self.model_name!r} loaded")
+        return Health(
+            True,
+            f"{model.name}/{model.version} on {model.session.provider}; {len(self._owned)} partitions, "
+            f"{len(self.store or [])} keys, queue {len(self.batcher)}",
+        )
+
+    # ------------------------------------------------------------------ consume
+    async def _consume_loop(self) -> None:
+        assert self._consumer is not None
+        c = self._consumer
+        while not self._stopping.is_set():
+            if self.batcher.full():
+                await self._backpressure(c)
+            await self._check_geometry(c)
+            recs = await c.getmany(timeout_ms=50, max_records=self.s.scoring_poll_records)
+            await self._sync_assignment(c)
+            if recs:
+                self._handle(recs)
+            now = time.monotonic()
+            if now - self._last_sweep >= 1.0:
+                self._sweep(now)
+
+    async def _backpressure(self, c: Consumer) -> None:
+        tps = c.assignment()
+        c.pause(tps)
+        self.stats.pauses += 1
+        metrics.PAUSED.inc()
+        while not self._stopping.is_set() and not await self.batcher.wait_at_most(self.batcher.bound // 2, 0.5):
+            pass  # re-check the stop flag twice a second
+        c.resume(tps)
+
+    async def _check_geometry(self, c: Consumer) -> None:
+        """A new model version with another window length / feature count / bar interval needs new windows:
+        rebuild them from the committed offsets (the history the checkpoints kept)."""
+        model = self.registry.maybe(self.model_name)
+        if model is None or self._geometry is None:
+            return
+        g = self._geometry_of(model)
+        if g == self._geometry:
+            return
+        log.warning(
+            "model %s/%s changes the window geometry %s -> %s: rebuilding windows from committed offsets",
+            model.name,
+            model.version,
+            self._geometry,
+            g,
+        )
+        await self.batcher.wait_at_most(0)
+        await self.checkpoint()
+        self._geometry = g
+        self.store = self._new_store(g)
+        self._processed.clear()
+        await c.seek_to_committed()
+
+    async def _sync_assignment(self, c: Consumer) -> None:
+        current = c.assignment()
+        if current == self._owned:
+            return
+        lost = self._owned - current
+        new = current - self._owned
+        for tp in lost:
+            if self.store is not None:
+                self.store.drop_partition(tp)
+            self._processed.pop(tp, None)
+            self._committed.pop(tp, None)
+            self._dirty.pop(tp, None)
+            for k in [k for k, t in self._key_tp.items() if t == tp]:
+                self._marks.pop(k, None)
+                del self._key_tp[k]
+        for tp in new:
+            raw = await self.state.hgetall(self._marks_key(tp))
+            for k, v in raw.items():
+                self._marks[k] = _Mark.decode(v)
+                self._key_tp[k] = tp
+            if self._delivery is not None:
+                await self._delivery.recover(self.bus, self._inflight_key(tp))
+        if new or lost:
+            log.info("worker %s: partitions +%s -%s", self.client_id, sorted(new), sorted(lost))
+        self._owned = set(current)
+
+    def _handle(self, recs: list[Record]) -> None:
+        assert self.store is not None
+        store = self.store
+        now_ms = time.time() * 1000
+        last_ingest: dict[str, int] = {}
+        for r in recs:
+            tp = r.tp
+            if tp not in self._owned:
+                continue
+            self._processed[tp] = r.offset + 1
+            try:
+                ev = decode_market(r.value)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                metrics.RECORDS.labels(topic=r.topic, outcome="bad").inc()
+                continue
+            self.stats.records += 1
+            last_ingest[r.topic] = ev.ingest_time_ms
+            for w in apply_event(store, ev, offset=r.offset, tp=tp):
+                self._enqueue(w)
+            if isinstance(ev, Trade) and ev.incomplete:
+                metrics.RECORDS.labels(topic=r.topic, outcome="after_gap").inc()
+        for topic, ing in last_ingest.items():
+            metrics.CONSUMER_LAG.labels(topic=topic).set(max(0.0, (now_ms - ing) / 1000))
+        metrics.RECORDS.labels(topic="all", outcome="ok").inc(len(recs))
+
+    def _enqueue(self, w: ClosedWindow) -> None:
+        self.stats.windows += 1
+        if w.tp is not None and w.key not in self._key_tp:
+            self._key_tp[w.key] = w.tp
+        mark = self._marks.get(w.key)
+        if not w.scorable or (mark is not None and w.window_end_ms <= mark.window_end_ms):
+            if mark is not None and w.window_end_ms <= mark.window_end_ms:
+                self.stats.skipped_marked += 1
+            return
+        if w.tp is not None:
+            if w.offset < 0:
+                w.offset = self._processed.get(w.tp, 0) - 1
+            self._pending.setdefault(w.tp, deque()).append(w.offset)
+        self.batcher.put(w)
+        metrics.QUEUE.set(len(self.batcher))
+
+    def _sweep(self, now: float) -> None:
+        """Close bars of quiet keys up to one bar behind the newest event seen on any key (so ticks of other keys
+        arriving slightly out of order are never made late by it), and evict idle keys."""
+        self._last_sweep = now
+        store = self.store
+        if store is None:
+            return
+        if store.max_event_ms:
+            for w in store.advance(store.max_event_ms - store.bar_interval_ms, int(time.time() * 1000)):
+                self._enqueue(w)
+        store.evict_idle(now)
+        metrics.KEYS.set(len(store))
+
+    # ------------------------------------------------------------------ score
+    def _centre_store(self, model: LoadedModel) -> CentreStore:
+        key = (model.name, model.version)
+        cs = self._centres.get(key)
+        if cs is None:
+            cs = CentreStore(
+                self.state,
+                model.name,
+                model.version,
+                model.artifact.centres,
+                half_life_s=self.s.centres_half_life_s,
+                refresh_ms=self.s.centres_refresh_ms,
+            )
+            self._centres[key] = cs
+        return cs
+
+    async def _score_loop(self) -> None:
+        while True:
+            batch = await self.batcher.get()
+            metrics.QUEUE.set(len(self.batcher))
+            if not batch:
+                if self._stopping.is_set():
+                    return
+                continue
+            try:
+                await self._score_batch(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # the windows stay pending, so their offsets are never committed: a restart re-scores them
+                self._error = f"scoring failed: {exc!r}"
+                log.exception("worker: scoring a batch of %d failed", len(batch))
+                await asyncio.sleep(1.0)
+
+    async def _score_batch(self, batch: list[ClosedWindow]) -> None:
+        assert self._producer is not None and self._delivery is not None
+        model = self.registry.get(self.model_name)  # one version for the whole batch
+        if self._geometry is not None and model.window != self._geometry.window:
+            return  # windows of the previous geometry; the store is being rebuilt
+        cs = self._centre_store(model) if self.online_centres else None
+        centres = await cs.current() if cs is not None else model.artifact.centres
+        results = await asyncio.to_thread(
+            self.scorer.score_windows, self.model_name, [w.features for w in batch], centres=centres, model=model
+        )
+        now_ms = int(time.time() * 1000)
+        names = model.artifact.manifest.features.names
+        normal = model.artifact.normal
+        critical = model.artifact.manifest.thresholds.critical
+        alerts: list[tuple[Alert, TopicPartition | None]] = []
+        normal_emb: list[np.ndarray] = []
+        e2e = metrics.END_TO_END_SECONDS.labels(model=model.name)
+        for w, r in zip(batch, results, strict=True):
+            score = r.to_score(w.key, w.window_end_ms, w.last_event_ms, w.incomplete, now_ms)
+            await self._producer.send(self.s.topic_scores, score.model_dump_json().encode(), key=w.key.encode())
+            if w.trigger_ingest_ms:
+                e2e.observe(max(0.0, (now_ms - w.trigger_ingest_ms) / 1000))
+            mark = self._marks.get(w.key)
+            st = mark.alert if mark is not None else KeyAlertState()
+            if self.policy.decide(st, r.fused, r.threshold, w.window_end_ms):
+                alerts.append(
+                    (
+                        build_alert(
+                            w.key,
+                            w.window_end_ms,
+                            r,
+                            w.features,
+                            names,
+                            normal,
+                            critical=critical,
+                            incomplete=w.incomplete,
+                            n_features=self.s.alert_top_features,
+                        ),
+                        w.tp,
+                    )
+                )
+            if not r.is_anomalous:
+                normal_emb.append(r.embedding)
+            if self.crossvenue is not None:
+                for d in self.crossvenue.observe(w.key, w.window_end_ms, w.close):
+                    a = self._dislocation_alert(d, w)
+                    if a is not None:
+                        alerts.append((a, w.tp))
+            new_mark = _Mark(w.window_end_ms, st)
+            self._marks[w.key] = new_mark
+            if w.tp is not None:
+                self._dirty.setdefault(w.tp, {})[w.key] = new_mark.encode()
+        self.stats.scored += len(batch)
+        for alert, tp in alerts:
+            payload = alert.model_dump_json().encode()
+            inflight = self._inflight_key(tp) if tp is not None else "alerts:inflight:none"
+            if await self._delivery.publish(alert.id, alert.key, payload, inflight):
+                self.stats.alerts += 1
+                metrics.ALERTS.labels(type=alert.anomaly_type.value, severity=alert.severity.value).inc()
+            else:
+                self.stats.duplicates_suppressed += 1
+        if cs is not None and normal_emb:
+            await cs.update(np.stack(normal_emb))
+        for w in batch:
+            if w.tp is not None:
+                q = self._pending.get(w.tp)
+                if q:
+                    q.popleft()
+
+    def _dislocation_alert(self, d: Dislocation, w: ClosedWindow) -> Alert | None:
+        """Cross-venue / cross-quote alerts go through their own policy state (keyed `xv|key`)."""
+        pkey = f"xv|{d.key}"
+        mark = self._marks.get(pkey)
+        st = mark.alert if mark is not None else KeyAlertState()
+        thr = self.s.crossvenue_z
+        fired = self.policy.decide(st, d.z, thr, d.bar_end_ms)
+        self._marks[pkey] = _Mark(d.bar_end_ms, st)
+        if w.tp is not None:
+            self._dirty.setdefault(w.tp, {})[pkey] = self._marks[pkey].encode()
+        if not fired:
+            return None
+        venue, _, symbol = d.key.partition(":")
+        sev, action = tiers(d.z, thr, thr * 3, w.incomplete)
+        zero = BranchScores(md=0.0, trans=0.0, clust=0.0)
+        return Alert(
+            id=alert_id(f"{CROSSVENUE_MODEL}-{CROSSVENUE_VERSION}", d.key, d.bar_end_ms),
+            key=d.key,
+            venue=venue,
+            symbol=symbol,
+            window_end_ms=d.bar_end_ms,
+            created_ms=int(time.time() * 1000),
+            anomaly_type=AnomalyType.DEPEG,
+            severity=sev,
+            action=action,
+            score=d.z,
+            threshold=thr,
+            branches=zero,
+            weights=zero,
+            top_features=[
+                FeatureContribution(name="basis_bps", value=d.basis_bps, normal=d.usual_bps, error=d.z),
+            ],
+            explanation=d.explanation(),
+            model_name=CROSSVENUE_MODEL,
+            model_version=CROSSVENUE_VERSION,
+            incomplete=w.incomplete,
+        )
+
+    # ------------------------------------------------------------------ checkpoint
+    def _marks_key(self, tp: TopicPartition) -> str:
+        return f"worker:{self.s.scoring_group_id}:marks:{tp.topic}:{tp.partition}"
+
+    def _inflight_key(self, tp: TopicPartition) -> str:
+        return f"alerts:inflight:{self.s.scoring_group_id}:{tp.topic}:{tp.partition}"
+
+    async def _checkpoint_loop(self) -> None:
+        interval = max(self.s.scoring_checkpoint_interval_ms, 50) / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.checkpoint()
+            except Exception:
+                log.exception("worker checkpoint failed (will retry)")
+
+    def committable(self) -> dict[TopicPartition, int]:
+        """Per owned partition: the offset a restart may resume from without losing a window or its history."""
+        needed = self.store.needed_offsets() if self.store is not None else {}
+        out: dict[TopicPartition, int] = {}
+        for tp in self._owned:
+            nxt = self._processed.get(tp)
+            if nxt is None:
+                continue
+            off = nxt
+            q = self._pending.get(tp)
+            if q:
+                off = min(off, q[0])
+            if tp in needed:
+                off = min(off, needed[tp])
+            out[tp] = off
+        return out
+
+    async def checkpoint(self) -> None:
+        """Flush outputs, store marks, commit offsets: in this order, so a commit never runs ahead of outputs."""
+        async with self._ckpt_lock:
+            offsets = self.committable()
+            dirty, self._dirty = self._dirty, {}
+            try:
+                if self._producer is not None:
+                    await self._producer.flush()
+                for tp, marks in dirty.items():
+                    if marks:
+                        await self.state.hset(self._marks_key(tp), marks)
+            except Exception:
+                for tp, marks in dirty.items():  # keep them for the next try
+                    self._dirty.setdefault(tp, {}).update({k: v for k, v in marks.items() if k not in self._dirty[tp]})
+                raise
+            todo = {tp: o for tp, o in offsets.items() if o > self._committed.get(tp, -1) and tp in self._owned}
+            if todo and self._consumer is not None:
+                try:
+                    await self._consumer.commit(todo)
+                    self._committed.update(todo)
+                    self.stats.commits += 1
+                except CommitFailedError as exc:
+                    log.warning("worker %s: commit refused (rebalance?): %s", self.client_id, exc)
+            self._last_ckpt = time.monotonic()
+
+
+def window_result_fields(r: WindowResult) -> dict[str, float]:
+    """Flat numbers of a result (bench and debugging)."""
+    return {"fused": r.fused, "s_md": r.s_md, "s_trans": r.s_trans, "s_clust": r.s_clust}
