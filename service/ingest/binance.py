@@ -156,6 +156,8 @@ class BinanceConnector(ConnectorBase):
         self._snapshot_tasks: dict[str, asyncio.Task[None]] = {}
         self._req_id = 0
         self._pending_subs: dict[int, list[str]] = {}
+        self.refused_streams: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self.shutdowns = 0
 
     # --- Component protocol
@@ -171,9 +173,10 @@ class BinanceConnector(ConnectorBase):
         for shard in self._shards:
             if shard.session is not None:
                 await shard.session.stop()
-        for task in list(self._snapshot_tasks.values()):
+        tasks = [*self._snapshot_tasks.values(), *self._background]
+        for task in tasks:
             task.cancel()
-        for task in list(self._snapshot_tasks.values()):
+        for task in tasks:
             try:
                 await task
             except (asyncio.CancelledError, Exception):
@@ -210,14 +213,8 @@ class BinanceConnector(ConnectorBase):
         )
 
         async def on_open(session: WsSession) -> None:
-            names = [n for s in shard.symbols for n in cfg.stream_names(s)]
-            step = cfg.max_streams_per_subscribe
-            for i in range(0, len(names), step):
-                self._req_id += 1
-                chunk = names[i : i + step]
-                self._pending_subs[self._req_id] = chunk
-                msg = {"method": "SUBSCRIBE", "params": chunk, "id": self._req_id}
-                await session.send(orjson.dumps(msg).decode())
+            names = [n for s in shard.symbols for n in cfg.stream_names(s) if n not in self.refused_streams]
+            await self._subscribe(session, names, cfg.max_streams_per_subscribe)
 
         async def on_frame(frame: bytes | str, recv_ms: int) -> None:
             await self.handle_frame(frame, recv_ms, shard)
@@ -232,6 +229,22 @@ class BinanceConnector(ConnectorBase):
                     task.cancel()
 
         return WsSession(sc, on_open=on_open, on_frame=on_frame, on_close=on_close, rng=self._rng)
+
+    async def _subscribe(self, session: WsSession, names: list[str], step: int) -> None:
+        """SUBSCRIBE in chunks; each request is paced by the session's inbound-message limit."""
+        for i in range(0, len(names), step):
+            self._req_id += 1
+            chunk = names[i : i + step]
+            self._pending_subs[self._req_id] = chunk
+            msg = {"method": "SUBSCRIBE", "params": chunk, "id": self._req_id}
+            await session.send(orjson.dumps(msg).decode())
+
+    async def _isolate(self, session: WsSession, names: list[str]) -> None:
+        """A multi-stream SUBSCRIBE was refused: retry one stream per request to find the refused ones."""
+        try:
+            await self._subscribe(session, names, 1)
+        except ConnectionError:
+            pass  # reconnecting; on_open subscribes again
 
     # --- frames
 
@@ -262,7 +275,16 @@ class BinanceConnector(ConnectorBase):
         elif ev.kind == "error":
             req = ev.req_id or ""
             streams = self._pending_subs.pop(int(req), []) if req.isdigit() else []
-            detail = f"request {ev.req_id} refused: {ev.detail}" + (f" ({', '.join(streams[:5])})" if streams else "")
+            if len(streams) > 1 and shard is not None and shard.session is not None:
+                log.warning(
+                    "%s: SUBSCRIBE of %d streams refused (%s); retrying one by one", self.venue, len(streams), ev.detail
+                )
+                task = asyncio.get_running_loop().create_task(self._isolate(shard.session, streams))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+                return
+            self.refused_streams.update(streams)
+            detail = f"subscription refused: {ev.detail}" + (f" ({', '.join(streams)})" if streams else "")
             self.subscribe_errors.append(detail[:300])
             SUBSCRIBE_ERRORS.labels(self.venue).inc()
             log.error("%s: %s", self.venue, detail)

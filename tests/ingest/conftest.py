@@ -1,0 +1,104 @@
+"""Fixtures for ingest tests: a publisher on the real broker (Tansu) with per-test topics, and topic read-back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from service.bus.base import Bus, Producer, Record
+from service.bus.factory import standard_topics
+from service.bus.kafka import KafkaBus, KafkaOptions
+from service.ingest.publisher import MarketPublisher
+from service.schemas.market import AnyMarketEvent, DeadLetter, decode_dead_letter, decode_market
+from service.settings import Settings, load_settings
+
+
+@dataclass
+class Ingest:
+    settings: Settings
+    bus: Bus
+    producer: Producer
+    publisher: MarketPublisher
+
+    async def read(
+        self, topic: str, *, at_least: int = 0, idle_s: float = 1.5, timeout_s: float = 30.0
+    ) -> list[Record]:
+        """Everything in `topic` (from the start), read back through a fresh consumer group."""
+        await self.publisher.flush()
+        consumer = self.bus.consumer([topic], group_id=f"readback-{topic}-{time.monotonic_ns()}")
+        await consumer.start()
+        out: list[Record] = []
+        deadline = time.monotonic() + timeout_s
+        last_new = time.monotonic()
+        try:
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=300)
+                if batch:
+                    out.extend(batch)
+                    last_new = time.monotonic()
+                elif len(out) >= at_least and time.monotonic() - last_new > idle_s:
+                    break
+        finally:
+            await consumer.stop()
+        return out
+
+    async def events(self, topic: str, at_least: int = 0) -> list[AnyMarketEvent]:
+        return [decode_market(r.value) for r in await self.read(topic, at_least=at_least)]
+
+    async def dead_letters(self, at_least: int = 0) -> list[DeadLetter]:
+        recs = await self.read(self.settings.topic_dead_letters, at_least=at_least)
+        return [decode_dead_letter(r.value) for r in recs]
+
+
+def ingest_settings(kafka: str | None, unique: str, **overrides: object) -> Settings:
+    return load_settings(
+        kafka_bootstrap_servers=kafka,
+        topic_trades=f"market.trades.{unique}",
+        topic_books=f"market.books.{unique}",
+        topic_bars=f"market.bars.{unique}",
+        topic_dead_letters=f"deadletters.{unique}",
+        topic_partitions=3,
+        kafka_linger_ms=2,
+        kafka_session_timeout_ms=6_000,
+        kafka_heartbeat_interval_ms=500,
+        ingest_backoff_initial_s=0.05,
+        ingest_backoff_max_s=0.5,
+        ingest_book_min_interval_ms=0,
+        **overrides,
+    )
+
+
+@pytest.fixture
+async def ingest(kafka_bootstrap: str, unique: str) -> AsyncIterator[Ingest]:
+    settings = ingest_settings(kafka_bootstrap, unique)
+    bus = KafkaBus(
+        KafkaOptions(
+            bootstrap_servers=kafka_bootstrap,
+            linger_ms=2,
+            session_timeout_ms=6_000,
+            heartbeat_interval_ms=500,
+            request_timeout_ms=10_000,
+            default_partitions=3,
+        )
+    )
+    await bus.create_topics(standard_topics(settings))
+    producer = bus.producer()
+    await producer.start()
+    try:
+        yield Ingest(settings, bus, producer, MarketPublisher(producer, settings))
+    finally:
+        await producer.stop()
+        await bus.close()
+
+
+async def eventually(cond: Callable[[], bool], within_s: float = 10.0, what: str = "condition") -> None:
+    """Poll `cond` until it holds (the connector works concurrently with the test)."""
+    for _ in range(int(within_s * 100)):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out after {within_s}s waiting for {what}")
