@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 
@@ -70,7 +71,7 @@ async def _run(args: argparse.Namespace) -> int:
             return 1
         infos = await store.list()
         if args.json:
-            print(json.dumps([i.__dict__ for i in infos]))
+            print(json.dumps([dataclasses.asdict(i) for i in infos]))
         else:
             for i in infos:
                 state_txt = "revoked" if i.revoked_ms else "active"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Annotated
 
@@ -91,7 +92,7 @@ async def get_alert(ctx: Ctx, _: Subscriber, alert_id: AlertId) -> AlertRecord:
     if entry is None:
         raise HTTPException(404, detail=f"no alert {alert_id}")
     fb = await ctx.feedback.latest(alert_id)
-    fb_out = FeedbackOut(**fb.__dict__) if fb is not None else None
+    fb_out = FeedbackOut(**dataclasses.asdict(fb)) if fb is not None else None
     return _record(entry, fb_out)
 
 

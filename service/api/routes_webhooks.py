@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
@@ -89,7 +90,7 @@ async def deliveries(
 ) -> list[DeliveryOut]:
     """Delivery attempts, newest first: outcome (delivered, retry, failed), HTTP status, error."""
     sub = await _owned(ctx, principal, sub_id)
-    return [DeliveryOut(**r.__dict__) for r in await ctx.webhooks.deliveries(sub.id, limit)]
+    return [DeliveryOut(**dataclasses.asdict(r)) for r in await ctx.webhooks.deliveries(sub.id, limit)]
 
 
 @router.post(
