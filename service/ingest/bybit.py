@@ -10,6 +10,7 @@ a fresh snapshot. Only `confirm: true` klines become bars.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from dataclasses import dataclass
@@ -301,7 +302,8 @@ class BybitConnector(ConnectorBase):
         self.recent = RecentIds(config.dedupe_window)
         self._last_trade_ms: dict[str, int] = {}
         self._req = 0
-        self._pending: dict[str, list[str]] = {}
+        self._pending: dict[str, tuple[str, list[str], WsSession]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.refused_topics: set[str] = set()
         self.resubscribes = 0
         self.pongs = 0
@@ -317,6 +319,8 @@ class BybitConnector(ConnectorBase):
         for shard in self._shards:
             if shard.session is not None:
                 await shard.session.stop()
+        for task in list(self._background):
+            task.cancel()
         await self.publisher.flush()
 
     def health(self) -> Health:
@@ -337,7 +341,7 @@ class BybitConnector(ConnectorBase):
         for i in range(0, len(topics), step):
             chunk = topics[i : i + step]
             req = self._next_req()
-            self._pending[req] = chunk
+            self._pending[req] = (op, chunk, session)
             await session.send(orjson.dumps({"req_id": req, "op": op, "args": chunk}).decode())
 
     def _make_session(self, shard: _Shard) -> WsSession:
@@ -395,7 +399,18 @@ class BybitConnector(ConnectorBase):
         if ev.kind == "pong":
             self.pongs += 1
             return
-        topics = self._pending.pop(ev.req_id or "", [])
+        op, topics, session = self._pending.pop(ev.req_id or "", ("", [], None))
+        if ev.kind == "error" and op == "unsubscribe":
+            return  # unsubscribing a topic the server already dropped: harmless
+        if ev.kind == "error" and len(topics) > 1 and session is not None:
+            # one bad arg fails the whole request: retry one topic per request to find the refused ones
+            log.warning(
+                "%s: subscribe of %d topics refused (%s); retrying one by one", self.venue, len(topics), ev.detail
+            )
+            task = asyncio.get_running_loop().create_task(self._isolate(session, topics))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
         if ev.kind == "error":
             self.refused_topics.update(topics)
             detail = f"subscription refused: {ev.detail or 'no reason given'}"
@@ -433,6 +448,13 @@ class BybitConnector(ConnectorBase):
         if outcome.need_snapshot:
             await self._resubscribe_book(upd.symbol)
         await self.book_outcome(upd.symbol, upd.event_time_ms, outcome, sync.book, sync.last_u)
+
+    async def _isolate(self, session: WsSession, topics: list[str]) -> None:
+        for topic in topics:
+            try:
+                await self._subscribe(session, [topic])
+            except ConnectionError:
+                return
 
     async def _resubscribe_book(self, symbol: str) -> None:
         """Unsubscribe and subscribe the book topic again: Bybit answers a subscribe with a fresh snapshot."""

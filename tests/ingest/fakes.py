@@ -362,6 +362,7 @@ class FakeBybit(FakeExchange):
         self.topics: set[str] = set()
         self.refuse: set[str] = set()
         self.trade_seq = 2_290_000_000_090_712_222
+        self.last_ts = 1_703_430_557_696
         self.pings = 0
         self.conn_id = str(uuid.UUID(int=self.rng.getrandbits(128)))
 
@@ -423,8 +424,9 @@ class FakeBybit(FakeExchange):
     def _levels(self, side: Side, reverse: bool) -> list[list[str]]:
         return [[_fmt(p), _fmt(q)] for p, q in sorted(side.items(), reverse=reverse)[: self.depth_n]]
 
-    def snapshot_frame(self, symbol: str, ts: int = 1_703_430_557_696) -> bytes:
+    def snapshot_frame(self, symbol: str, ts: int | None = None) -> bytes:
         b = self.book(symbol)
+        ts = ts if ts is not None else self.last_ts
         data = {
             "s": symbol,
             "b": self._levels(b.bids, True),
@@ -442,6 +444,7 @@ class FakeBybit(FakeExchange):
         b = self.book(symbol)
         b.apply(bids, asks)
         b.last_u += 1
+        self.last_ts = max(self.last_ts, ts)
         data = {
             "s": symbol,
             "b": [[_fmt(p), _fmt(q)] for p, q in bids],
