@@ -70,7 +70,7 @@ EXPECTED_ALERT_TYPE: dict[str, str] = {
 }
 
 DAY_MS = 86_400_000
-DEFAULT_START_MS = 1_700_000_000_000  # 2023-11-14 22:13:20 UTC: fixed, so runs are reproducible
+DEFAULT_START_MS = 1_699_999_980_000  # 2023-11-14 22:13:00 UTC: fixed (reproducible runs), minute-aligned
 
 
 class SimLabel(BaseModel):
@@ -241,6 +241,7 @@ class SimBar:
     volume: str
     trades: int
     buy_volume: str
+    incomplete: bool = False  # the interval began before the simulation did
 
 
 SimEvent = SimTrade | SimBook | SimBar
@@ -371,8 +372,8 @@ def _apply(spec: AnomalySpec, t: int, eff: _Effect) -> None:
         if t < spec.onset_ms:
             u = (t - spec.start_ms) / max(1, spec.onset_ms - spec.start_ms)
             eff.log_offset += acc_gain * u
-            eff.rate_mult *= 1 + 1.5 * u
-            eff.buy_shift += 0.12
+            eff.rate_mult *= 1 + 2.5 * u
+            eff.buy_shift += 0.15
             eff.tag = eff.tag or "pump_accumulation"
         elif t < spec.peak_ms:
             u = (t - spec.onset_ms) / max(1, spec.peak_ms - spec.onset_ms)
@@ -688,6 +689,7 @@ class MarketSimulator:
                     f"{v:.{ld}f}",
                     int(n),
                     f"{bv:.{ld}f}",
+                    s.bar_open_ms < self.cfg.start_ms,
                 )
             )
             s.bar_open_ms += iv
@@ -835,6 +837,7 @@ def to_market(e: SimEvent, ingest_ms: int | None = None) -> PublishedMarketEvent
         volume=Decimal(e.volume),
         trades=e.trades,
         taker_buy_volume=Decimal(e.buy_volume),
+        incomplete=e.incomplete,
     )
 
 
@@ -871,8 +874,12 @@ def generate_files(cfg: SimConfig, out_dir: Path, *, trades_csv: bool = False) -
     csvw = TradesCsvWriter(out_dir) if trades_csv else None
     try:
         with gzip.open(events_path, "wb", compresslevel=3) as fh:
+            buf: list[bytes] = []
             for e in sim.events():
-                fh.write(encode(to_market(e)) + b"\n")
+                buf.append(encode(to_market(e)))
+                if len(buf) >= 4096:  # one compress call per batch, not per line
+                    fh.write(b"\n".join(buf) + b"\n")
+                    buf.clear()
                 if isinstance(e, SimTrade):
                     counts["trade"] += 1
                     if csvw is not None:
@@ -881,6 +888,8 @@ def generate_files(cfg: SimConfig, out_dir: Path, *, trades_csv: bool = False) -
                     counts["book"] += 1
                 else:
                     counts["bar"] += 1
+            if buf:
+                fh.write(b"\n".join(buf) + b"\n")
     finally:
         if csvw is not None:
             csvw.close()
@@ -947,10 +956,10 @@ class SimulatorSource:
         self._settings = settings
         speed = settings.sim_speed
         backfill = settings.sim_backfill_s if speed > 1 else 0.0
-        now = int(time.time() * 1000)
+        start = int(time.time() * 1000) - int(backfill * 1000)
         self.cfg = cfg or SimConfig(
             seed=settings.sim_seed,
-            start_ms=now - int(backfill * 1000),
+            start_ms=start - start % 60_000,  # minute-aligned, so the first bar is whole
             duration_s=None,
             first_anomaly_s=settings.sim_first_anomaly_s,
             anomaly_every_s=settings.sim_anomaly_every_s,
