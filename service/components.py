@@ -24,7 +24,12 @@ def _load_parts() -> None:
     """Import the modules that register builders (kept lazy so `rmad --help` stays fast)."""
     import importlib
 
-    for module in ("service.ingest.components", "service.scoring.components", "service.api.components"):
+    for module in (
+        "service.ingest.components",
+        "service.ingest.chain.components",
+        "service.scoring.components",
+        "service.api.components",
+    ):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
