@@ -346,6 +346,22 @@ class FakeBinance(FakeExchange):
             self._wrap(f"{symbol.lower()}@kline_1m", {"e": "kline", "E": open_ms + 1, "s": symbol, "k": k})
         )
 
+    async def send_recorded(self, frame: str, *, drop: bool = False) -> None:
+        """Send one recorded combined-stream frame; depth frames also move the truth (even when dropped)."""
+        msg = orjson.loads(frame)
+        data = msg.get("data", {})
+        if data.get("e") == "depthUpdate":
+            book = self.book(data["s"])
+            book.apply(
+                [(Decimal(p), Decimal(q)) for p, q in data["b"]], [(Decimal(p), Decimal(q)) for p, q in data["a"]]
+            )
+            book.last_u = data["u"]
+            book.remember()
+        elif data.get("e") == "aggTrade" and self.clients and not drop:
+            self.sent_trades.setdefault(data["s"], set()).add(data["a"])
+        if not drop:
+            await self.broadcast(frame)
+
     async def shutdown_notice(self) -> None:
         await self.broadcast(self._wrap("!serverShutdown", {"e": "serverShutdown", "E": 1_700_000_000_000}))
 
