@@ -51,9 +51,10 @@ class Subscription:
         try:
             self.queue.put_nowait(entry)
         except asyncio.QueueFull:
-            self.cut(
-                f"slow consumer: {self.maxsize} alerts queued and not read; reconnect with last_id={self.last_seq}"
-            )
+            self.cut(f"slow consumer: {self.maxsize} alerts queued and not read; {self.resume_hint()}")
+
+    def resume_hint(self) -> str:
+        return f"reconnect with last_id={self.last_seq}" if self.last_seq else "reconnect to resume"
 
     def cut(self, reason: str) -> None:
         if self.cut_reason is None:
@@ -97,9 +98,7 @@ class Subscription:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await send
         if self.cut_reason is None:
-            self.cut(
-                f"slow consumer: one send took longer than {timeout_s:g} s; reconnect with last_id={self.last_seq}"
-            )
+            self.cut(f"slow consumer: one send took longer than {timeout_s:g} s; {self.resume_hint()}")
         raise SubscriberCut(self.cut_reason or "cut")
 
     def close(self) -> None:

@@ -104,7 +104,9 @@ async def harness(settings: Settings, *, serve: bool = False, components: bool =
     try:
         if serve:
             port = free_port()
-            config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="websockets")
+            config = uvicorn.Config(
+                app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="websockets-sansio"
+            )
             server = uvicorn.Server(config)
             task = asyncio.create_task(server.serve())
             deadline = time.monotonic() + 10
