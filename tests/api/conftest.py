@@ -152,7 +152,7 @@ async def publish_alerts(runtime: Runtime, alerts: list[Alert]) -> None:
         await producer.stop()
 
 
-async def wait_for(pred: Any, timeout: float = 10.0, interval: float = 0.02) -> None:
+async def wait_for(pred: Any, timeout: float = 10.0, interval: float = 0.02) -> None:  # noqa: ASYNC109
     deadline = time.monotonic() + timeout
     while True:
         res = pred()

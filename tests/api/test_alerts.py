@@ -161,9 +161,9 @@ async def test_latest_scores_tape_symbols_and_status(api: Harness) -> None:
         ev = {"type": "trade", "venue": "sim", "symbol": "PUMPUSDT", "event_time_ms": t, "ingest_time_ms": t + 40,
               "trade_id": str(i), "price": str(100 + i), "size": "1.5", "side": "buy"}  # fmt: skip
         await producer.send(s.topic_trades, orjson.dumps(ev), key=b"sim:PUMPUSDT")
-    bar = {"type": "bar", "venue": "binance-spot", "symbol": "BTCUSDT", "event_time_ms": base, "ingest_time_ms": base + 40,
-           "interval": "1m", "open_time_ms": base - 60000, "close_time_ms": base, "open": "1", "high": "2",
-           "low": "0.5", "close": "1.5", "volume": "10"}  # fmt: skip
+    bar = {"type": "bar", "venue": "binance-spot", "symbol": "BTCUSDT", "event_time_ms": base,
+           "ingest_time_ms": base + 40, "interval": "1m", "open_time_ms": base - 60000, "close_time_ms": base,
+           "open": "1", "high": "2", "low": "0.5", "close": "1.5", "volume": "10"}  # fmt: skip
     await producer.send(s.topic_bars, orjson.dumps(bar), key=b"binance-spot:BTCUSDT")
     await producer.send(s.topic_trades, b"not json", key=b"x")
     await producer.flush()

@@ -57,7 +57,9 @@ async def test_dev_key_only_in_development(redis_url: str, unique: str) -> None:
         assert (await h.client.get("/v1/alerts", headers={"X-API-Key": DEV_API_KEY})).status_code == 200
         page = (await h.client.get("/")).text
         assert DEV_API_KEY in page
-    async with harness(api_settings(redis_url, unique + "p", env="production", secret_key="s" * 40), components=False) as h:
+    async with harness(
+        api_settings(redis_url, unique + "p", env="production", secret_key="s" * 40), components=False
+    ) as h:
         assert (await h.client.get("/v1/alerts", headers={"X-API-Key": DEV_API_KEY})).status_code == 401
         assert DEV_API_KEY not in (await h.client.get("/")).text
 
@@ -99,7 +101,9 @@ def test_keys_cli_create_list_revoke(redis_url: str, unique: str) -> None:
     env = dict(os.environ, RMAD_REDIS_URL=redis_url, RMAD_REDIS_KEY_PREFIX=f"cli{unique}:", RMAD_ENV="test")
 
     def rmad(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "service.cli", "keys", *args], env=env, capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "service.cli", "keys", *args], env=env, capture_output=True, text=True, timeout=60
+        )
 
     r = rmad("create", "--name", "ops", "--scopes", "subscribe,feedback", "--json")
     assert r.returncode == 0, r.stderr

@@ -31,7 +31,7 @@ def ws_url(h: Harness, **params: Any) -> str:
     return h.base_url.replace("http://", "ws://") + "/v1/alerts/stream" + (f"?{q}" if q else "")
 
 
-async def next_alert(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+async def next_alert(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
     """The next alert message, skipping heartbeats."""
     while True:
         msg = json.loads(await asyncio.wait_for(ws.recv(), timeout))
