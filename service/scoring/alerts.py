@@ -46,40 +46,70 @@ TYPE_LABEL = {
 BRANCH_LABEL = {"md": "multi-domain VAE", "trans": "Transformer", "clust": "clustering"}
 
 
+STRONG_TYPES = frozenset({AnomalyType.PUMP_AND_DUMP, AnomalyType.CRASH, AnomalyType.DEPEG})
+
+
 @dataclass(slots=True)
 class KeyAlertState:
     """Per-key policy state; small and serialisable so it survives a restart in the worker's checkpoint."""
 
     armed: bool = True
     last_alert_ms: int | None = None
+    last_type: str = ""
 
     def encode(self) -> str:
-        return f"{int(self.armed)},{'' if self.last_alert_ms is None else self.last_alert_ms}"
+        last = "" if self.last_alert_ms is None else str(self.last_alert_ms)
+        return f"{int(self.armed)},{last},{self.last_type}"
 
     @classmethod
     def decode(cls, raw: str) -> KeyAlertState:
-        armed, _, last = raw.partition(",")
-        return cls(armed=armed == "1", last_alert_ms=int(last) if last else None)
+        parts = raw.split(",")
+        armed = parts[0] == "1"
+        last = int(parts[1]) if len(parts) > 1 and parts[1] else None
+        return cls(armed=armed, last_alert_ms=last, last_type=parts[2] if len(parts) > 2 else "")
 
 
 @dataclass(frozen=True, slots=True)
 class AlertPolicy:
+    """Fire on a fresh crossing outside the cool-down; escalate once when an episode that was alerted as a weak
+    type (volume surge, other) turns into a strong one (pump-and-dump, crash, de-peg): the accumulation phase of
+    a pump often crosses first, and the analyst must still hear about the pump itself."""
+
     hysteresis: float = 0.8
     cooldown_ms: int = 300_000
 
-    def decide(self, state: KeyAlertState, score: float, threshold: float, window_end_ms: int) -> bool:
+    def decide(
+        self,
+        state: KeyAlertState,
+        score: float,
+        threshold: float,
+        window_end_ms: int,
+        anomaly: AnomalyType | str = AnomalyType.OTHER,
+    ) -> bool:
         """Update `state` with one window's score; True when this window raises an alert."""
+        kind = AnomalyType(anomaly)
         if not state.armed:
             if score < threshold * self.hysteresis if threshold > 0 else score < threshold:
                 state.armed = True
+            elif score >= threshold and self._escalates(state, kind):
+                state.last_alert_ms, state.last_type = window_end_ms, kind.value
+                return True
             return False
         if score < threshold:
             return False
         state.armed = False  # a crossing: fires, or is swallowed by the cool-down; either way re-arm below
         if state.last_alert_ms is not None and window_end_ms - state.last_alert_ms < self.cooldown_ms:
+            if self._escalates(state, kind):
+                state.last_alert_ms, state.last_type = window_end_ms, kind.value
+                return True
             return False
-        state.last_alert_ms = window_end_ms
+        state.last_alert_ms, state.last_type = window_end_ms, kind.value
         return True
+
+    @staticmethod
+    def _escalates(state: KeyAlertState, kind: AnomalyType) -> bool:
+        strong = {t.value for t in STRONG_TYPES}
+        return state.last_alert_ms is not None and kind in STRONG_TYPES and state.last_type not in strong
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -121,18 +151,22 @@ def classify(key: str, names: Sequence[str], window: np.ndarray, kind: str = "ma
     if ret is None:
         return AnomalyType.OTHER
     path = np.concatenate([[0.0], np.cumsum(np.nan_to_num(ret))])
-    rise = float(np.max(path - np.minimum.accumulate(path)))  # largest run-up from a trough
-    drop = float(np.max(np.maximum.accumulate(path) - path))  # largest drawdown from a peak
-    net = float(path[-1])
+    up = path - np.minimum.accumulate(path)  # run-up from the lowest point so far
+    down = np.maximum.accumulate(path) - path  # drawdown from the highest point so far
+    rise, drop = float(up.max()), float(down.max())
     vol_hot = bool(
         (vol_z is not None and float(np.max(vol_z)) >= 3.0) or (vol_rel is not None and float(np.max(vol_rel)) >= 2.0)
     )
     buying = bool(
         (imb is not None and float(np.max(imb[-3:])) > 0.3) or (rush is not None and float(np.max(rush)) > 0.0)
     )
-    if rise >= 0.03 and (rise >= drop * 0.8 or buying):
+    big_rise, big_drop = rise >= 0.03, drop >= 0.02
+    if big_rise and big_drop:
+        # which came first: a run-up that then collapsed (pump-and-dump) or a fall that then recovered (crash)
+        return AnomalyType.PUMP_AND_DUMP if int(up.argmax()) <= int(down.argmax()) else AnomalyType.CRASH
+    if big_rise:
         return AnomalyType.PUMP_AND_DUMP
-    if drop >= 0.02 and net < 0:
+    if big_drop:
         return AnomalyType.CRASH
     if vol_hot and max(rise, drop) < 0.01:
         return AnomalyType.VOLUME_SURGE

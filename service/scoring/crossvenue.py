@@ -81,6 +81,13 @@ class CrossVenueMonitor:
     warmup_bars: int = 60
     _last: dict[str, dict[str, tuple[int, float, int]]] = field(default_factory=dict)  # group -> key -> (end, px, rank)
     _pairs: dict[tuple[str, str], _PairStats] = field(default_factory=dict)
+    _dislocated: dict[str, int] = field(default_factory=dict)  # key -> bar end of its latest dislocation
+
+    def is_dislocated(self, key: str, bar_end_ms: int, within_ms: int = 300_000) -> bool:
+        """Whether `key` was seen dislocated from its reference within `within_ms` before `bar_end_ms`: the
+        model's own alert on it is then typed a de-peg rather than a price move of the asset."""
+        end = self._dislocated.get(key)
+        return end is not None and 0 <= bar_end_ms - end <= within_ms
 
     @property
     def alpha(self) -> float:
@@ -103,6 +110,7 @@ class CrossVenueMonitor:
                     ref, ref_px, mem, mem_px = key, close, other, px
                 d = self._pair(group, ref, mem, bar_end_ms, math.log(mem_px / ref_px) * 1e4)
                 if d is not None:
+                    self._dislocated[d.key] = bar_end_ms
                     out.append(d)
         return out
 

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.schemas.scoring import Alert
-from service.scoring.alerts import AlertPolicy, KeyAlertState, build_alert
+from service.schemas.scoring import Alert, AnomalyType
+from service.scoring.alerts import AlertPolicy, KeyAlertState, build_alert, classify
 from service.scoring.registry import LoadedModel, ModelRegistry
 from service.scoring.scorer import Scorer
 from service.scoring.session import SessionOptions
@@ -85,7 +85,8 @@ def score_events(
         results = scorer.score_windows(m.name, [w.features for w in batch], model=model)
         for w, r in zip(batch, results, strict=True):
             st = states.setdefault(w.key, KeyAlertState())
-            fired = policy.decide(st, r.fused, r.threshold, w.window_end_ms)
+            kind = classify(w.key, names, w.features, m.kind) if r.is_anomalous else AnomalyType.OTHER
+            fired = policy.decide(st, r.fused, r.threshold, w.window_end_ms, kind)
             alert = (
                 build_alert(
                     w.key,
@@ -97,6 +98,7 @@ def score_events(
                     critical=m.thresholds.critical,
                     incomplete=w.incomplete,
                     n_features=top_features,
+                    anomaly=kind,
                 )
                 if fired
                 else None

@@ -30,7 +30,7 @@ from service.runtime import Health
 from service.schemas.market import Trade, decode_market
 from service.schemas.scoring import Alert, AnomalyType, BranchScores, FeatureContribution, alert_id
 from service.scoring import metrics
-from service.scoring.alerts import AlertPolicy, KeyAlertState, build_alert, tiers
+from service.scoring.alerts import AlertPolicy, KeyAlertState, build_alert, classify, tiers
 from service.scoring.batcher import MicroBatcher
 from service.scoring.centres import CentreStore
 from service.scoring.crossvenue import CrossVenueMonitor, Dislocation
@@ -434,9 +434,21 @@ class ScoringWorker:
             await self._producer.send(self.s.topic_scores, score.model_dump_json().encode(), key=w.key.encode())
             if w.trigger_ingest_ms:
                 e2e.observe(max(0.0, (now_ms - w.trigger_ingest_ms) / 1000))
+            dislocations = self.crossvenue.observe(w.key, w.window_end_ms, w.close) if self.crossvenue else []
+            for d in dislocations:
+                a = self._dislocation_alert(d, w)
+                if a is not None:
+                    alerts.append((a, w.tp))
             mark = self._marks.get(w.key)
             st = mark.alert if mark is not None else KeyAlertState()
-            if self.policy.decide(st, r.fused, r.threshold, w.window_end_ms):
+            kind = AnomalyType.OTHER
+            if r.is_anomalous:
+                kind = classify(w.key, names, w.features, model.artifact.manifest.kind)
+                if self.crossvenue is not None and self.crossvenue.is_dislocated(w.key, w.window_end_ms):
+                    kind = AnomalyType.DEPEG
+            else:
+                normal_emb.append(r.embedding)
+            if self.policy.decide(st, r.fused, r.threshold, w.window_end_ms, kind):
                 alerts.append(
                     (
                         build_alert(
@@ -449,17 +461,11 @@ class ScoringWorker:
                             critical=critical,
                             incomplete=w.incomplete,
                             n_features=self.s.alert_top_features,
+                            anomaly=kind,
                         ),
                         w.tp,
                     )
                 )
-            if not r.is_anomalous:
-                normal_emb.append(r.embedding)
-            if self.crossvenue is not None:
-                for d in self.crossvenue.observe(w.key, w.window_end_ms, w.close):
-                    a = self._dislocation_alert(d, w)
-                    if a is not None:
-                        alerts.append((a, w.tp))
             new_mark = _Mark(w.window_end_ms, st)
             self._marks[w.key] = new_mark
             if w.tp is not None:
@@ -487,7 +493,7 @@ class ScoringWorker:
         mark = self._marks.get(pkey)
         st = mark.alert if mark is not None else KeyAlertState()
         thr = self.s.crossvenue_z
-        fired = self.policy.decide(st, d.z, thr, d.bar_end_ms)
+        fired = self.policy.decide(st, d.z, thr, d.bar_end_ms, AnomalyType.DEPEG)
         self._marks[pkey] = _Mark(d.bar_end_ms, st)
         if w.tp is not None:
             self._dirty.setdefault(w.tp, {})[pkey] = self._marks[pkey].encode()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,16 +69,18 @@ def export_tiny_model(
     out.mkdir(parents=True, exist_ok=True)
     ex = (torch.zeros(2, window, f), torch.zeros(n_centres, embed_dim), torch.zeros(16, 4))
     outputs = ["fused", "s_md", "s_trans", "s_clust", "weights", "feature_errors", "embedding"]
-    torch.onnx.export(
-        model,
-        ex,
-        str(out / "model.onnx"),
-        input_names=["windows", "centres", "ref_latents"],
-        output_names=outputs,
-        dynamic_axes={"windows": {0: "batch"}, **{o: {0: "batch"} for o in outputs}, "ref_latents": {0: "m"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but needs no onnxscript rewrite
+        torch.onnx.export(
+            model,
+            ex,
+            str(out / "model.onnx"),
+            input_names=["windows", "centres", "ref_latents"],
+            output_names=outputs,
+            dynamic_axes={"windows": {0: "batch"}, **{o: {0: "batch"} for o in outputs}, "ref_latents": {0: "m"}},
+            opset_version=17,
+            dynamo=False,
+        )
     rng = np.random.default_rng(seed)
     np.save(out / "centres.npy", rng.uniform(-0.5, 0.5, (n_centres, embed_dim)).astype(np.float32))
     np.save(out / "ref_latents.npy", rng.normal(size=(16, 4)).astype(np.float32))

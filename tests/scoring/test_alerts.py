@@ -1,0 +1,86 @@
+"""Alert policy (hysteresis, cool-down, escalation), typing, tiers, explanations, cross-venue dislocations."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.features.spec import MARKET_FEATURES
+from service.schemas.scoring import Action, AnomalyType, Severity, alert_id
+from service.scoring.alerts import AlertPolicy, KeyAlertState, build_alert, classify, tiers
+from service.scoring.crossvenue import CrossVenueMonitor, groups_of
+from service.scoring.scorer import WindowResult
+
+F = len(MARKET_FEATURES)
+IDX = {n: i for i, n in enumerate(MARKET_FEATURES)}
+
+
+def test_hysteresis_cooldown_and_escalation() -> None:
+    p = AlertPolicy(hysteresis=0.5, cooldown_ms=60_000)
+    st = KeyAlertState()
+    thr = 10.0
+    seq = [(0, 1), (5, 12), (10, 15), (15, 8), (20, 11), (25, 4), (30, 12), (100, 4), (105, 13)]
+    fired = [t for t, s in seq if p.decide(st, s, thr, t * 1000, AnomalyType.VOLUME_SURGE)]
+    # 5: first crossing; 20: still above 5 (no re-arm); 30: re-armed at 25 but inside the cool-down; 105: fresh
+    assert fired == [5, 105]
+    # escalation: an episode alerted as a volume surge that turns into a pump alerts once more, then stays quiet
+    st = KeyAlertState()
+    assert p.decide(st, 12, thr, 0, AnomalyType.VOLUME_SURGE)
+    assert p.decide(st, 20, thr, 5000, AnomalyType.PUMP_AND_DUMP)
+    assert not p.decide(st, 30, thr, 10000, AnomalyType.CRASH)
+    assert KeyAlertState.decode(st.encode()) == st
+
+
+def _window(rets: list[float], **cols: float) -> np.ndarray:
+    w = np.zeros((len(rets), F), np.float32)
+    w[:, IDX["ret_1"]] = rets
+    for name, v in cols.items():
+        w[-1, IDX[name]] = v
+    return w
+
+
+def test_classify_from_window_features() -> None:
+    assert classify("b:XBTC", MARKET_FEATURES, _window([0, 0.05, 0.08, -0.03])) == AnomalyType.PUMP_AND_DUMP
+    assert classify("b:XBTC", MARKET_FEATURES, _window([0, -0.06, -0.02, 0.04])) == AnomalyType.CRASH
+    assert classify("b:XBTC", MARKET_FEATURES, _window([0, 0.001, -0.001, 0], vol_z=6.0)) == AnomalyType.VOLUME_SURGE
+    assert classify("b:USDCUSDT", MARKET_FEATURES, _window([0, 0.001, 0, 0])) == AnomalyType.DEPEG
+    assert classify("eth:0xabc", MARKET_FEATURES, _window([0, 0]), kind="chain") == AnomalyType.SUSPICIOUS_TRANSFER
+
+
+def test_tiers_and_explained_alert() -> None:
+    assert tiers(10, 10, 40, False) == (Severity.MEDIUM, Action.WATCH)
+    assert tiers(25, 10, 40, False) == (Severity.HIGH, Action.REVIEW_NOW)
+    assert tiers(45, 10, 40, False) == (Severity.CRITICAL, Action.REVIEW_NOW)
+    assert tiers(11, 10, 40, True) == (Severity.LOW, Action.NOTE)  # a window with a gap is weaker evidence
+    errs = np.zeros(F, np.float32)
+    errs[IDX["vol_rel"]], errs[IDX["ret_short"]] = 9.0, 4.0
+    last = np.zeros(F, np.float32)
+    last[IDX["vol_rel"]], last[IDX["ret_short"]] = 3.2, 0.12
+    r = WindowResult(30.0, 5.0, 40.0, 1.0, (0.2, 0.7, 0.1), errs, np.zeros(4, np.float32), last, 10.0, "market", "v7")
+    w = _window([0, 0.05, 0.07, 0.01])
+    a = build_alert("binance-spot:OAXBTC", 1_600_000_000_000, r, w, MARKET_FEATURES, np.zeros(F), critical=40.0)
+    assert a.id == alert_id("v7", "binance-spot:OAXBTC", 1_600_000_000_000)
+    assert (a.venue, a.symbol, a.anomaly_type) == ("binance-spot", "OAXBTC", AnomalyType.PUMP_AND_DUMP)
+    assert [c.name for c in a.top_features[:2]] == ["vol_rel", "ret_short"]
+    assert "pump-and-dump" in a.explanation and "vol_rel = 3.2 (normal 0)" in a.explanation
+    assert "Transformer branch most (70%" in a.explanation and "2020-09-13 12:26:40 UTC" in a.explanation
+
+
+def test_crossvenue_depeg_and_venue_dislocation() -> None:
+    assert [g for g, _ in groups_of("binance-spot:BTCUSDC")] == ["venue:spot:BTCUSDC", "quote:binance-spot:BTC"]
+    m = CrossVenueMonitor(z=6, min_bps=30, half_life_bars=100, warmup_bars=20)
+    rng = np.random.default_rng(1)
+    found = []
+    for i in range(200):
+        end = 1_000 + i * 5000
+        btc = 60_000 * float(np.exp(rng.normal(0, 1e-3)))
+        peg = 1.0 if i < 150 else 1.06  # USDC loses 6 % from bar 150: BTCUSDC rises against BTCUSDT
+        usdc = btc * peg * float(np.exp(rng.normal(0, 2e-4)))
+        bybit = btc * float(np.exp(rng.normal(0, 2e-4)))
+        found += m.observe("binance-spot:BTCUSDT", end, btc)
+        found += m.observe("binance-spot:BTCUSDC", end, usdc)
+        found += m.observe("bybit-spot:BTCUSDT", end, bybit)
+    assert found and {d.key for d in found} == {"binance-spot:BTCUSDC"}  # reported on the USDC pair, not USDT
+    assert min(d.bar_end_ms for d in found) == 1_000 + 150 * 5000
+    assert found[0].basis_bps > 500 and "de-peg" in found[0].explanation()
+    assert m.is_dislocated("binance-spot:BTCUSDC", 1_000 + 200 * 5000)
+    assert not m.is_dislocated("binance-spot:BTCUSDT", 1_000 + 200 * 5000)
