@@ -73,9 +73,6 @@ async def test_filters_and_cursor_pagination(api: Harness) -> None:
             break
     assert seen == [a.id for a in reversed(made)]
 
-    def ids(params: dict[str, object]) -> set[str]:
-        return set()
-
     async def q(**params: object) -> list[str]:
         r = await c.get("/v1/alerts", params={**params, "limit": 500}, headers=h)
         assert r.status_code == 200, r.text

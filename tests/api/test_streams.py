@@ -16,6 +16,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from service.api.alertlog import AlertFilter
 from service.schemas.scoring import Alert, Severity
 from tests.api.conftest import Harness, api_settings, harness, make_alert
 
@@ -90,9 +91,7 @@ async def test_ws_filters_heartbeats_and_resume_by_seq(live: Harness) -> None:
         hb = json.loads(await asyncio.wait_for(ws.recv(), 3))
         assert hb["type"] == "heartbeat" and hb["position"] == msg["seq"]
     # resuming from a log sequence works like resuming from an alert id
-    first = (
-        await live.ctx.alert_log.page(__import__("service.api.alertlog").api.alertlog.AlertFilter(), None, 10, 100)
-    )[0]
+    first = (await live.ctx.alert_log.page(AlertFilter(), None, 10, 100))[0]
     oldest = first[-1].seq
     async with connect(ws_url(live, api_key=key, last_id=oldest)) as ws:
         ids = [(await next_alert(ws))["alert"]["id"] for _ in range(2)]
