@@ -112,19 +112,12 @@ class ScoringService:
     def registry(self) -> ModelRegistry | None:
         if self._registry is None and self.import_error is None:
             try:
-                from service.scoring.registry import ModelRegistry
                 from service.scoring.scorer import Scorer
-                from service.scoring.session import SessionOptions
+                from service.scoring.worker import build_registry
             except ImportError as exc:  # onnxruntime missing: the API still serves everything else
                 self.import_error = f"scoring is unavailable in this install: {exc}"
                 return None
-            s: Any = self.settings
-            options = _session_options(SessionOptions, s)
-            self._registry = ModelRegistry(
-                model_dir=Path(getattr(s, "model_dir", "models/artifacts")),
-                options=options,
-                reload_interval_s=float(getattr(s, "model_reload_interval_s", 10.0)),
-            )
+            self._registry = build_registry(self.settings)  # the worker's model directory and session options
             self._scorer = Scorer(self._registry)
         return self._registry
 
@@ -251,19 +244,6 @@ class ScoringService:
         context = len(rows)
         window, warm = self.padded(model, rows)
         return window, context, warm
-
-
-def _session_options(cls: Any, s: Any) -> Any:
-    """SessionOptions from the model settings, tolerating fields the scoring part may rename."""
-    import inspect
-
-    params = inspect.signature(cls).parameters
-    wanted = {
-        "provider": getattr(s, "model_provider", "auto"),
-        "intra_threads": getattr(s, "model_intra_threads", 1),
-        "inter_threads": getattr(s, "model_inter_threads", 1),
-    }
-    return cls(**{k: v for k, v in wanted.items() if k in params})
 
 
 def now_ms() -> int:

@@ -1,0 +1,174 @@
+"""POST /v1/score/transaction(s) and /v1/score/window with the real Scorer and ONNX session (a small contract model
+exported by tests/scoring/modelgen), live market context from followed trades, chain address features from Redis,
+503 when no model is loaded, 422 naming the field, and GET /v1/models + POST /v1/models/{name}/reload."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from service.api.followers import TapeFollower
+from service.features.spec import MARKET_FEATURES
+from tests.api.conftest import Harness, api_settings, harness, wait_for
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+WINDOW = 8
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from service.features import chain as chain_features
+    from tests.scoring.modelgen import export_tiny_model
+
+    root = tmp_path_factory.mktemp("api-models")
+    export_tiny_model(root, name="market", version="v1", window=WINDOW, alert=20.0, created_ms=1)
+    names = list(chain_features.CHAIN_FEATURES)
+    spec = getattr(chain_features, "CHAIN_SPEC_HASH", None) or getattr(chain_features, "SPEC_HASH", "")
+    out = export_tiny_model(
+        root, name="chain", version="c1", window=1, features=names, spec_hash=spec, alert=20.0, created_ms=1
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["kind"] = "chain"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (root / "market" / "v1" / "card.md").write_text("# tiny market model\n")
+    return root
+
+
+@pytest.fixture
+async def scored(redis_url: str, unique: str, model_dir: Path) -> AsyncIterator[Harness]:
+    async with harness(api_settings(redis_url, unique, model_dir=str(model_dir), api_batch_max=4)) as h:
+        yield h
+
+
+def trade(**over: Any) -> dict[str, Any]:
+    body = {"kind": "trade", "venue": "sim", "symbol": "PUMPUSDT", "price": 100.0, "size": 1.0, "side": "buy",
+            "time_ms": 1_700_000_000_000}  # fmt: skip
+    body.update(over)
+    return body
+
+
+async def test_no_model_answers_503(api: Harness) -> None:
+    c, h = api.client, api.h("score")
+    r = await c.post("/v1/score/transaction", json=trade(), headers=h)
+    assert r.status_code == 503 and r.json()["detail"].startswith("model not loaded")
+    assert r.headers["retry-after"] == "10"
+    r = await c.post("/v1/score/window", json={"features": [[0.0] * len(MARKET_FEATURES)] * 4}, headers=h)
+    assert r.status_code == 503
+    r = await c.get("/v1/models", headers=api.h("subscribe"))
+    assert r.status_code == 200 and r.json()["models"] == []
+    assert (await c.post("/v1/models/market/reload", headers=api.h("admin"))).status_code == 503
+
+
+async def test_score_trade_with_and_without_live_context(scored: Harness) -> None:
+    c, h = scored.client, scored.h("score")
+    r = await c.post("/v1/score/transaction", json=trade(symbol="COLDUSDT"), headers=h)
+    assert r.status_code == 200, r.text
+    cold = r.json()
+    assert cold["model_name"] == "market" and cold["model_version"] == "v1" and cold["threshold"] == 20.0
+    assert cold["warm"] is False and cold["context_bars"] == 1 and cold["verdict"] in ("normal", "watch")
+    assert set(cold["branches"]) == {"md", "trans", "clust"} and len(cold["top_features"]) == 3
+    assert "Only 1 bars of live context" in cold["explanation"]
+    # live trades for PUMPUSDT arrive on the trades topic: a quiet market, then a pump
+    producer = scored.runtime.bus.producer()
+    await producer.start()
+    base = 1_700_000_000_000
+    price = 100.0
+    for i in range(300):  # 5-second bars: 60 s quiet, then the price runs up on heavy buying
+        t = base + i * 1000
+        pump = i >= 250
+        price = price * (1.01 if pump else 1.0 + 0.0005 * ((-1) ** i))
+        ev = {"type": "trade", "venue": "sim", "symbol": "PUMPUSDT", "event_time_ms": t, "ingest_time_ms": t,
+              "trade_id": str(i), "price": f"{price:.6f}", "size": "50" if pump else "1", "side": "buy"}  # fmt: skip
+        await producer.send(scored.settings.topic_trades, orjson.dumps(ev), key=b"sim:PUMPUSDT")
+    await producer.flush()
+    await producer.stop()
+    svc = scored.ctx.scoring
+    tape = next(x for x in scored.runtime.components if isinstance(x, TapeFollower))
+    await wait_for(lambda: tape.handled >= 300)
+    assert len(svc.markets["sim:PUMPUSDT"].rows) == WINDOW
+    r = await c.post(
+        "/v1/score/transaction", json=trade(price=price * 1.02, size=80.0, time_ms=base + 300_000), headers=h
+    )
+    hot = r.json()
+    assert r.status_code == 200 and hot["warm"] is True and hot["context_bars"] >= WINDOW
+    assert hot["fused"] > cold["fused"]
+    if hot["verdict"] in ("anomalous", "critical"):
+        assert hot["anomaly_type"] is not None and hot["severity"] is not None
+    # scoring never changes the live state
+    rows_before = [r.copy() for r in svc.markets["sim:PUMPUSDT"].rows]
+    await c.post("/v1/score/transaction", json=trade(price=1.0, time_ms=base + 301_000), headers=h)
+    assert all(np.array_equal(a, b) for a, b in zip(rows_before, svc.markets["sim:PUMPUSDT"].rows, strict=True))
+
+
+async def test_batch_window_chain_and_validation(scored: Harness) -> None:
+    c, h = scored.client, scored.h("score")
+    items = [trade(symbol="AUSDT"), trade(symbol="BUSDT", price=5.0), trade(symbol="CUSDT", side="sell")]
+    r = await c.post("/v1/score/transactions", json={"items": items}, headers=h)
+    assert r.status_code == 200, r.text
+    assert [x["key"] for x in r.json()["items"]] == ["sim:AUSDT", "sim:BUSDT", "sim:CUSDT"]
+    r = await c.post("/v1/score/transactions", json={"items": [trade()] * 5}, headers=h)
+    assert r.status_code == 422 and r.json()["fields"] == ["body.items"] and "at most 4" in r.json()["message"]
+    r = await c.post("/v1/score/transactions", json={"items": []}, headers=h)
+    assert r.status_code == 422 and r.json()["fields"] == ["body.items"]
+    # 422 names the field
+    cases = [
+        ({k: v for k, v in trade().items() if k != "price"}, "body.trade.price"),
+        (trade(size=-1), "body.trade.size"),
+        (trade(side="up"), "body.trade.side"),
+        (trade(symbol="a b"), "body.trade.symbol"),
+        ({"kind": "bond"}, "body"),
+    ]
+    for body, field in cases:
+        r = await c.post("/v1/score/transaction", json=body, headers=h)
+        assert r.status_code == 422, body
+        assert field in r.json()["fields"][0], (field, r.json())
+    r = await c.post("/v1/score/transaction", content=b"{not json", headers={**h, "content-type": "application/json"})
+    assert r.status_code == 422
+    # a window of features, of bars, and of the wrong shape
+    f = len(MARKET_FEATURES)
+    r = await c.post("/v1/score/window", json={"features": [[0.0] * f] * WINDOW, "key": "x:y"}, headers=h)
+    assert r.status_code == 200 and r.json()["warm"] is True and r.json()["key"] == "x:y"
+    r = await c.post("/v1/score/window", json={"features": [[0.0] * (f - 1)] * WINDOW}, headers=h)
+    assert r.status_code == 422 and r.json()["fields"] == ["body.features"]
+    r = await c.post("/v1/score/window", json={"features": [[0.0] * f, [0.0]]}, headers=h)
+    assert r.status_code == 422 and r.json()["fields"] == ["body.features"]
+    bars = [{"start_ms": i * 5000, "open": 10, "high": 11, "low": 9, "close": 10.5, "volume": 3} for i in range(20)]
+    r = await c.post("/v1/score/window", json={"bars": bars}, headers=h)
+    assert r.status_code == 200 and r.json()["context_bars"] == 20
+    r = await c.post("/v1/score/window", json={}, headers=h)
+    assert r.status_code == 422 and r.json()["fields"] == ["body.features"]
+    r = await c.post("/v1/score/window", json={"model": "nope", "features": [[0.0] * f]}, headers=h)
+    assert r.status_code == 503
+    # on-chain: address features from Redis (an address never seen scores from zeros)
+    tx = {"kind": "chain", "chain": "ethereum", "hash": "0xabc", "from": "0x" + "1" * 40, "to": "0x" + "2" * 40,
+          "value": "1000000000000000000", "fee": "21000", "time_ms": 1_700_000_000_000}  # fmt: skip
+    r = await c.post("/v1/score/transaction", json=tx, headers=h)
+    assert r.status_code == 200, r.text
+    assert r.json()["model_name"] == "chain" and r.json()["key"] == "ethereum:0x" + "1" * 40
+    r = await c.post("/v1/score/transaction", json={**tx, "value": "-5"}, headers=h)
+    assert r.status_code == 422 and r.json()["fields"] == ["body.chain.value"]
+    assert (await c.post("/v1/score/transaction", json=trade(), headers=scored.h("subscribe"))).status_code == 403
+
+
+async def test_models_list_and_reload(scored: Harness) -> None:
+    c = scored.client
+    r = await c.get("/v1/models", headers=scored.h("subscribe"))
+    assert r.status_code == 200
+    models = {m["name"]: m for m in r.json()["models"]}
+    assert models["market"]["version"] == "v1" and models["market"]["window"] == WINDOW
+    assert models["market"]["card"].startswith("# tiny market model")
+    assert models["market"]["thresholds"]["alert"] == 20.0 and models["market"]["features"] == list(MARKET_FEATURES)
+    r = await c.post("/v1/models/market/reload", headers=scored.h("admin"))
+    assert r.status_code == 200 and r.json()["version"] == "v1"
+    assert (await c.post("/v1/models/market/reload", headers=scored.h("score"))).status_code == 403
+    r = await c.post("/v1/models/ghost/reload", headers=scored.h("admin"))
+    assert r.status_code == 503 and "model not loaded" in r.json()["detail"]
+    assert (await c.post("/v1/models/bad%20name/reload", headers=scored.h("admin"))).status_code == 422
