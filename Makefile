@@ -7,7 +7,7 @@ PIP := $(BIN)/pip -q --disable-pip-version-check
 # onnxruntime-gpu when an NVIDIA GPU answers, else the CPU build (never both: the CPU wheel hides the GPU one)
 ORT_EXTRA := $(shell if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo gpu; else echo cpu; fi)
 
-.PHONY: run demo test lint typecheck pytest redis-server promtool bench clean
+.PHONY: run demo test lint typecheck pytest redis-server promtool chromium bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,13 +48,21 @@ redis-server:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
 	fi
 
+# Debian's chromium for the dashboard's browser test (driven by Playwright with executable_path=/usr/bin/chromium)
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing chromium (Debian package)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	fi
+
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy service
 
-pytest: $(VENV)/.dev redis-server promtool
+pytest: $(VENV)/.dev redis-server promtool chromium
 	$(BIN)/pytest
 
 test: lint typecheck pytest
