@@ -8,7 +8,8 @@ connectors (same topics, keys, record format, metrics); rows that cannot be read
 Pacing: the n-th event is published when `(event_time - first_event_time) / speed` of wall time has passed since
 the replay began (speed None = no waiting; the loop still yields to the event loop so the API stays responsive).
 Event times stay as recorded unless `rebase_time` shifts them so the replay starts now (looping implies it, so
-time keeps moving forward). Ingest time is always the real publish time.
+time keeps moving forward; above 1x, rebased event times run ahead of the wall clock). Ingest time is always the
+real publish time.
 
 Depth diffs (`BookUpdate` from recorded frames) are counted and skipped: without the REST snapshot taken at
 recording time they cannot rebuild a correct book, and a wrong book is worse than none.

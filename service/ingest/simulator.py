@@ -562,9 +562,7 @@ class MarketSimulator:
     def _effect(self, key: str, t: int) -> _Effect:
         eff = _Effect()
         for spec in self.active:
-            if key in spec.keys and spec.kind != "depeg":
-                _apply(spec, t, eff)
-            elif spec.kind == "depeg" and key in spec.keys:
+            if key in spec.keys:
                 _apply(spec, t, eff)
         return eff
 
@@ -625,12 +623,12 @@ class MarketSimulator:
                     if px <= 0:
                         px = tick
                     q = max(spec.lot, round(per / spec.lot) * spec.lot)
-                    out.append(self._trade(s, ts, px, q, "buy" if is_buy else "sell", dec, tag if k > 1 else ""))
+                    out.append(self._trade(s, ts, px, q, "buy" if is_buy else "sell", dec, tag))
             s.last_price = px
         if eff.wash_hz > 0:
             m = int(r.poisson(eff.wash_hz * cfg.step_ms / 1000))
             px = round((bid + ask) / 2 / tick) * tick
-            for off in np.sort(r.integers(0, cfg.step_ms - 1, size=m)).tolist():
+            for off in np.sort(r.integers(0, max(1, cfg.step_ms - 1), size=m)).tolist():
                 q = float(np.round(spec.size_mean * eff.wash_mult, 0 if spec.size_mean >= 1 else 3)) or spec.size_mean
                 q = max(spec.lot, round(q / spec.lot) * spec.lot)
                 first: Literal["buy", "sell"] = "buy" if r.random() < 0.5 else "sell"
