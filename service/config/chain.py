@@ -50,7 +50,9 @@ class ChainSettings(BaseModel):
     chain_backoff_max_s: float = Field(default=30.0, gt=0)
     chain_features: bool = Field(default=True, description="update address activity features in the state store")
     chain_features_applied_ttl_s: int = Field(
-        default=7 * 86400, ge=60, description="how long a tx's applied-once marker is kept"
+        default=6 * 3600,
+        ge=60,
+        description="how long a tx's applied-once marker is kept (it only has to outlive a crash mid-block)",
     )
     chain_features_window_ttl_s: int = Field(default=2 * 86400, ge=3600)
 

@@ -35,6 +35,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from service.schemas.chain import UNIT_DECIMALS, Chain, ChainTx
 from service.state.base import CommandRunner, FieldValue, Script, StateStore
 
@@ -289,127 +291,132 @@ def applied_key(chain: str, tx_hash: str) -> str:
 
 
 _LUA_UPDATE = """
-local function lt(a, b) if #a ~= #b then return #a < #b end return a < b end
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then return 0 end
-local t = ARGV[2]
+-- ARGV[1]: JSON {h, t, ttl, cut, wttl, legs: [{s, sh, sl, r, rh, rl, c, to, fr}]}, every number a string
+-- KEYS: applied marker, chain clock, then 5 keys per leg (aggregates, HLL to, HLL from, window out, window in)
+local p = cjson.decode(ARGV[1])
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', p.ttl) then return 0 end
+local t = p.t
 local tn = tonumber(t)
 local clock = redis.call('GET', KEYS[2])
 if (not clock) or tonumber(clock) < tn then redis.call('SET', KEYS[2], t) end
-local function minmax(h, f0, f1, v, numeric)
-  local a = redis.call('HGET', h, f0)
-  local b = redis.call('HGET', h, f1)
-  if numeric then
-    if (not a) or tonumber(v) < tonumber(a) then redis.call('HSET', h, f0, v) end
-    if (not b) or tonumber(v) > tonumber(b) then redis.call('HSET', h, f1, v) end
-  else
-    if (not a) or lt(v, a) then redis.call('HSET', h, f0, v) end
-    if (not b) or lt(b, v) then redis.call('HSET', h, f1, v) end
+local function lt(a, b) if #a ~= #b then return #a < #b end return a < b end
+for i, leg in ipairs(p.legs) do
+  local k = 2 + (i - 1) * 5
+  local h = KEYS[k + 1]
+  local cur = redis.call('HMGET', h, 't0', 't1', 'smin', 'smax', 'st0', 'st1', 'rmin', 'rmax', 'rt0', 'rt1',
+                         'sn', 'rn', 'cn')
+  local upd = {}
+  local function put(f, v) upd[#upd + 1] = f; upd[#upd + 1] = v end
+  local function lo_t(f, j) if (not cur[j]) or tn < tonumber(cur[j]) then put(f, t) end end
+  local function hi_t(f, j) if (not cur[j]) or tn > tonumber(cur[j]) then put(f, t) end end
+  local function lo_v(f, j, v) if (not cur[j]) or lt(v, cur[j]) then put(f, v) end end
+  local function hi_v(f, j, v) if (not cur[j]) or lt(cur[j], v) then put(f, v) end end
+  lo_t('t0', 1)
+  hi_t('t1', 2)
+  if leg.c then put('cn', tostring((tonumber(cur[13]) or 0) + 1)) end
+  if leg.s then
+    put('sn', tostring((tonumber(cur[11]) or 0) + 1))
+    lo_v('smin', 3, leg.s)
+    hi_v('smax', 4, leg.s)
+    lo_t('st0', 5)
+    hi_t('st1', 6)
+    if leg.sh ~= '0' then redis.call('HINCRBY', h, 'sh', leg.sh) end
+    redis.call('HINCRBY', h, 'sl', leg.sl)
+    redis.call('ZADD', KEYS[k + 4], t, t .. '|' .. leg.s .. '|' .. p.h)
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 4], '-inf', p.cut)
+    redis.call('EXPIRE', KEYS[k + 4], p.wttl)
+    if #leg.to > 0 then redis.call('PFADD', KEYS[k + 2], unpack(leg.to)) end
   end
-end
-local nlegs = tonumber(ARGV[6])
-local i = 7
-for leg = 0, nlegs - 1 do
-  local k = 2 + leg * 5
-  local h, hto, hfrom, wout, win = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
-  local flags = ARGV[i]
-  minmax(h, 't0', 't1', t, true)
-  if string.find(flags, 'c', 1, true) then redis.call('HINCRBY', h, 'cn', 1) end
-  if string.find(flags, 's', 1, true) then
-    local v, hi, lo = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-    redis.call('HINCRBY', h, 'sn', 1)
-    redis.call('HINCRBY', h, 'sh', hi)
-    redis.call('HINCRBY', h, 'sl', lo)
-    minmax(h, 'smin', 'smax', v, false)
-    minmax(h, 'st0', 'st1', t, true)
-    redis.call('ZADD', wout, t, t .. '|' .. v .. '|' .. ARGV[1])
-    redis.call('ZREMRANGEBYSCORE', wout, '-inf', ARGV[4])
-    redis.call('EXPIRE', wout, ARGV[5])
+  if leg.r then
+    put('rn', tostring((tonumber(cur[12]) or 0) + 1))
+    lo_v('rmin', 7, leg.r)
+    hi_v('rmax', 8, leg.r)
+    lo_t('rt0', 9)
+    hi_t('rt1', 10)
+    if leg.rh ~= '0' then redis.call('HINCRBY', h, 'rh', leg.rh) end
+    redis.call('HINCRBY', h, 'rl', leg.rl)
+    redis.call('ZADD', KEYS[k + 5], t, t .. '|' .. leg.r .. '|' .. p.h)
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 5], '-inf', p.cut)
+    redis.call('EXPIRE', KEYS[k + 5], p.wttl)
+    if #leg.fr > 0 then redis.call('PFADD', KEYS[k + 3], unpack(leg.fr)) end
   end
-  if string.find(flags, 'r', 1, true) then
-    local v, hi, lo = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-    redis.call('HINCRBY', h, 'rn', 1)
-    redis.call('HINCRBY', h, 'rh', hi)
-    redis.call('HINCRBY', h, 'rl', lo)
-    minmax(h, 'rmin', 'rmax', v, false)
-    minmax(h, 'rt0', 'rt1', t, true)
-    redis.call('ZADD', win, t, t .. '|' .. v .. '|' .. ARGV[1])
-    redis.call('ZREMRANGEBYSCORE', win, '-inf', ARGV[4])
-    redis.call('EXPIRE', win, ARGV[5])
-  end
-  i = i + 7
-  local nto = tonumber(ARGV[i])
-  if nto > 0 then redis.call('PFADD', hto, unpack(ARGV, i + 1, i + nto)) end
-  i = i + 1 + nto
-  local nfrom = tonumber(ARGV[i])
-  if nfrom > 0 then redis.call('PFADD', hfrom, unpack(ARGV, i + 1, i + nfrom)) end
-  i = i + 1 + nfrom
+  if #upd > 0 then redis.call('HSET', h, unpack(upd)) end
 end
 return 1
 """
 
 
 def _py_update(r: CommandRunner, keys: list[str], argv: list[bytes]) -> int:
-    """Python twin of _LUA_UPDATE for the in-process store (same commands, same order)."""
-    if r.call("SET", keys[0], "1", "NX", "EX", argv[2]) is None:
+    """Python twin of _LUA_UPDATE for the in-process store (same commands, same order, same results)."""
+    p = orjson.loads(argv[0])
+    if r.call("SET", keys[0], "1", "NX", "EX", p["ttl"]) is None:
         return 0
-    t = argv[1]
+    t: str = p["t"]
     tn = int(t)
     clock = r.call("GET", keys[1])
     if clock is None or int(clock) < tn:
         r.call("SET", keys[1], t)
 
-    def lt(a: bytes, b: bytes) -> bool:
+    def lt(a: str, b: str) -> bool:
         return len(a) < len(b) if len(a) != len(b) else a < b
 
-    def minmax(h: str, f0: str, f1: str, v: bytes, numeric: bool) -> None:
-        a = r.call("HGET", h, f0)
-        b = r.call("HGET", h, f1)
-        if numeric:
-            if a is None or int(v) < int(a):
-                r.call("HSET", h, f0, v)
-            if b is None or int(v) > int(b):
-                r.call("HSET", h, f1, v)
-        else:
-            if a is None or lt(v, a):
-                r.call("HSET", h, f0, v)
-            if b is None or lt(b, v):
-                r.call("HSET", h, f1, v)
+    for i, leg in enumerate(p["legs"]):
+        k = 2 + i * 5
+        h = keys[k]
+        fields = ("t0", "t1", "smin", "smax", "st0", "st1", "rmin", "rmax", "rt0", "rt1", "sn", "rn", "cn")
+        cur = [None if v is None else v.decode() for v in r.call("HMGET", h, *fields)]
+        upd: list[FieldValue] = []
 
-    nlegs = int(argv[5])
-    i = 6
-    for leg in range(nlegs):
-        h, hto, hfrom, wout, win = keys[2 + leg * 5 : 7 + leg * 5]
-        flags = argv[i]
-        minmax(h, "t0", "t1", t, True)
-        if b"c" in flags:
-            r.call("HINCRBY", h, "cn", 1)
-        for flag, off, nf, hf, lof, mn, mx, t0, t1, zk in (
-            (b"s", 1, "sn", "sh", "sl", "smin", "smax", "st0", "st1", wout),
-            (b"r", 4, "rn", "rh", "rl", "rmin", "rmax", "rt0", "rt1", win),
+        def lo_t(f: str, j: int) -> None:
+            c = cur[j]  # noqa: B023 - the helpers run within this iteration only
+            if c is None or tn < int(c):
+                upd.extend((f, t))  # noqa: B023
+
+        def hi_t(f: str, j: int) -> None:
+            c = cur[j]  # noqa: B023
+            if c is None or tn > int(c):
+                upd.extend((f, t))  # noqa: B023
+
+        def lo_v(f: str, j: int, v: str) -> None:
+            c = cur[j]  # noqa: B023
+            if c is None or lt(v, c):
+                upd.extend((f, v))  # noqa: B023
+
+        def hi_v(f: str, j: int, v: str) -> None:
+            c = cur[j]  # noqa: B023
+            if c is None or lt(c, v):
+                upd.extend((f, v))  # noqa: B023
+
+        lo_t("t0", 0)
+        hi_t("t1", 1)
+        if leg.get("c"):
+            upd.extend(("cn", str(int(cur[12] or 0) + 1)))
+        for d, n_i, lo_i, n_f, mn, mx, t0, t1, hf, lf, zk, hk, cps in (
+            ("s", 10, 2, "sn", "smin", "smax", "st0", "st1", "sh", "sl", keys[k + 3], keys[k + 1], "to"),
+            ("r", 11, 6, "rn", "rmin", "rmax", "rt0", "rt1", "rh", "rl", keys[k + 4], keys[k + 2], "fr"),
         ):
-            if flag in flags:
-                v, hi, lo = argv[i + off], argv[i + off + 1], argv[i + off + 2]
-                r.call("HINCRBY", h, nf, 1)
-                r.call("HINCRBY", h, hf, hi)
-                r.call("HINCRBY", h, lof, lo)
-                minmax(h, mn, mx, v, False)
-                minmax(h, t0, t1, t, True)
-                r.call("ZADD", zk, t, t + b"|" + v + b"|" + argv[0])
-                r.call("ZREMRANGEBYSCORE", zk, "-inf", argv[3])
-                r.call("EXPIRE", zk, argv[4])
-        i += 7
-        nto = int(argv[i])
-        if nto > 0:
-            r.call("PFADD", hto, *argv[i + 1 : i + 1 + nto])
-        i += 1 + nto
-        nfrom = int(argv[i])
-        if nfrom > 0:
-            r.call("PFADD", hfrom, *argv[i + 1 : i + 1 + nfrom])
-        i += 1 + nfrom
+            v = leg.get(d)
+            if not v:
+                continue
+            upd.extend((n_f, str(int(cur[n_i] or 0) + 1)))
+            lo_v(mn, lo_i, v)
+            hi_v(mx, lo_i + 1, v)
+            lo_t(t0, lo_i + 2)
+            hi_t(t1, lo_i + 3)
+            if leg[d + "h"] != "0":
+                r.call("HINCRBY", h, hf, leg[d + "h"])
+            r.call("HINCRBY", h, lf, leg[d + "l"])
+            r.call("ZADD", zk, t, f"{t}|{v}|{p['h']}")
+            r.call("ZREMRANGEBYSCORE", zk, "-inf", p["cut"])
+            r.call("EXPIRE", zk, p["wttl"])
+            if leg[cps]:
+                r.call("PFADD", hk, *leg[cps])
+        if upd:
+            r.call("HSET", h, *upd)
     return 1
 
 
-UPDATE_SCRIPT = Script("chain_features_update_v1", _LUA_UPDATE, _py_update)
+UPDATE_SCRIPT = Script("chain_features_update_v2", _LUA_UPDATE, _py_update)
 
 _LUA_READ = """
 local clock = redis.call('GET', KEYS[6]) or ''
@@ -450,26 +457,41 @@ class ScriptCall:
 def update_call(
     tx: ChainTx,
     *,
-    applied_ttl_s: int = 7 * 86400,
+    applied_ttl_s: int = 6 * 3600,
     window_ttl_s: int = 2 * 86400,
 ) -> ScriptCall | None:
-    """Keys and arguments of the one atomic update for `tx`; None when the tx touches no address's features."""
+    """Keys and the one JSON argument of the atomic update for `tx`; None when it touches no address's features.
+
+    Every number travels as a decimal string: Lua numbers are doubles, and wei amounts are not.
+    """
     chain = tx.chain.value
     ls = legs(tx)
     if not ls:
         return None
     t = tx.time_ms
     keys = [applied_key(chain, tx.tx_hash), clock_key(chain)]
-    args: list[FieldValue] = [tx.tx_hash, t, applied_ttl_s, t - _LONGEST_WINDOW_MS - 1, window_ttl_s, len(ls)]
+    out_legs: list[dict[str, Any]] = []
     for leg in ls:
         keys += address_keys(chain, leg.address)
-        flags = ("s" if leg.sent is not None else "") + ("r" if leg.received is not None else "")
-        flags += "c" if leg.created else ""
-        s = leg.sent or 0
-        rv = leg.received or 0
-        args += [flags or "-", s, s // _GWEI, s % _GWEI, rv, rv // _GWEI, rv % _GWEI]
-        args += [len(leg.to), *leg.to, len(leg.frm), *leg.frm]
-    return ScriptCall(keys, args)
+        d: dict[str, Any] = {"to": leg.to, "fr": leg.frm}
+        if leg.sent is not None:
+            s = leg.sent
+            d.update(s=str(s), sh=str(s // _GWEI), sl=str(s % _GWEI))
+        if leg.received is not None:
+            rv = leg.received
+            d.update(r=str(rv), rh=str(rv // _GWEI), rl=str(rv % _GWEI))
+        if leg.created:
+            d["c"] = True
+        out_legs.append(d)
+    payload = {
+        "h": tx.tx_hash,
+        "t": str(t),
+        "ttl": str(applied_ttl_s),
+        "cut": str(t - _LONGEST_WINDOW_MS - 1),
+        "wttl": str(window_ttl_s),
+        "legs": out_legs,
+    }
+    return ScriptCall(keys, [orjson.dumps(payload)])
 
 
 async def apply_transaction(state: StateStore, tx: ChainTx, **ttl: int) -> bool:

@@ -120,6 +120,41 @@ class ChainTx(BaseModel):
     def encode(self) -> bytes:
         return self.model_dump_json().encode()
 
+    def json_dict(self) -> dict[str, Any]:
+        """`model_dump(mode="json")`, written out by hand: it runs once per published transaction.
+
+        tests/ingest/chain/test_units.py checks that both give the same dict.
+        """
+        fee = self.fee
+        return {
+            "schema_version": self.schema_version,
+            "kind": self.kind,
+            "chain": self.chain.value,
+            "address": self.address,
+            "role": self.role,
+            "tx_hash": self.tx_hash,
+            "tx_index": self.tx_index,
+            "block_number": self.block_number,
+            "block_hash": self.block_hash,
+            "time_ms": self.time_ms,
+            "ingest_time_ms": self.ingest_time_ms,
+            "from_address": self.from_address,
+            "to_address": self.to_address,
+            "contract_address": self.contract_address,
+            "value": str(self.value),
+            "fee": None if fee is None else str(fee),
+            "status": self.status,
+            "input_size": self.input_size,
+            "method": self.method,
+            "inputs": [
+                {"txid": i.txid, "vout": i.vout, "address": i.address, "value": str(i.value)} for i in self.inputs
+            ],
+            "outputs": [
+                {"n": o.n, "address": o.address, "value": str(o.value), "script_type": o.script_type}
+                for o in self.outputs
+            ],
+        }
+
     @classmethod
     def decode(cls, data: bytes | str) -> ChainTx:
         return cls.model_validate_json(data)

@@ -22,7 +22,7 @@ from service.state.base import StateStore
 
 
 def encode_block(block: Block, tx_dicts: list[dict[str, Any]] | None = None) -> bytes:
-    txs = tx_dicts if tx_dicts is not None else [t.model_dump(mode="json") for t in block.txs]
+    txs = tx_dicts if tx_dicts is not None else [t.json_dict() for t in block.txs]
     return orjson.dumps(
         {
             "chain": block.chain.value,

@@ -52,7 +52,7 @@ class FollowerConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     features: bool = True
-    applied_ttl_s: int = 7 * 86400
+    applied_ttl_s: int = 6 * 3600
     window_ttl_s: int = 2 * 86400
 
 
@@ -80,6 +80,7 @@ class ChainFollower:
         self.window = RecentBlocks(config.reorg_depth)
         self._base: BlockRef | None = None  # the checkpoint when the window holds no block (no bodies)
         self._features_at: int | None = None
+        self._features_task: asyncio.Task[None] | None = None  # at most one, applied in block order
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._connected = False
@@ -184,6 +185,10 @@ class ChainFollower:
                     break
                 attempt += 1
         finally:
+            try:
+                await self._features_done()
+            except Exception:
+                log.exception("%s: feature update failed; it is retried from the features checkpoint", self.name)
             with contextlib.suppress(Exception):
                 await self.publisher.flush()
 
@@ -231,7 +236,7 @@ class ChainFollower:
         self._features_at = await self.store.features_checkpoint()
         if ckpt is not None:
             log.info("%s: resuming after block %d (%s)", self.name, ckpt.number, ckpt.hash)
-        await self._apply_final()
+        await self._apply_blocks(self._final_blocks())
         self.loaded.set()
 
     def _hash_at(self, number: int) -> str | None:
@@ -313,12 +318,17 @@ class ChainFollower:
         if backfill:
             self._m_backfilled.inc()
         self._update_lag()
-        await self._apply_final()
+        # features of newly final blocks go to Redis while the next block is fetched and published
+        await self._features_done()
+        final = self._final_blocks()
+        if final:
+            self._features_task = asyncio.create_task(self._apply_blocks(final))
 
     async def _fetch_by_hash(self, block_hash: str) -> Block:
         return await self._until_stop(self.node.block_by_hash(block_hash))
 
     async def _reorg(self, block: Block) -> None:
+        await self._features_done()
         plan = await plan_reorg(self.window, block, self._fetch_by_hash)
         c = self.chain.value
         if plan.deep or (self._base is not None and not self.window.blocks()):
@@ -360,17 +370,19 @@ class ChainFollower:
         for b in plan.new_chain:
             await self._publish(b, backfill=True)
 
-    async def _apply_final(self) -> None:
-        """Apply the transactions of every block that is now `confirmations` deep to the address features."""
+    def _final_blocks(self) -> list[tuple[int, Block | None]]:
+        """The blocks now `confirmations` deep whose transactions are not applied to the features yet."""
         tip = self.window.tip
         if not self.config.features or tip is None:
-            return
-        final = tip.number - self.config.confirmations
+            return []
         first = self.window.first_number
         assert first is not None
         start = first if self._features_at is None else self._features_at + 1
-        for n in range(start, final + 1):
-            b = self.window.get(n)
+        return [(n, self.window.get(n)) for n in range(start, tip.number - self.config.confirmations + 1)]
+
+    async def _apply_blocks(self, blocks: list[tuple[int, Block | None]]) -> None:
+        """Apply each block's transactions (one atomic script each, pipelined), then move the features checkpoint."""
+        for n, b in blocks:
             if b is not None:
                 applied = await apply_transactions(
                     self.state,
@@ -383,3 +395,9 @@ class ChainFollower:
                 log.warning("%s: block %d left the window before its features were applied", self.name, n)
             self._features_at = n
             await self.store.set_features_checkpoint(n)
+
+    async def _features_done(self) -> None:
+        """Wait for the in-flight feature update (its failure surfaces here, and the block is retried later)."""
+        task, self._features_task = self._features_task, None
+        if task is not None:
+            await task

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import orjson
+from prometheus_client import Counter
 
 from service.bus.base import Producer
 from service.ingest.chain import metrics
@@ -25,18 +26,25 @@ class ChainPublisher:
         self.topic = topic
         self.dead_letters = DeadLetterWriter(producer, dead_letter_topic)
         self.events = 0
+        self._counters: dict[tuple[str, str], Counter] = {}
 
     async def publish_tx(self, tx: ChainTx, kind: str = "tx", body: dict[str, Any] | None = None) -> dict[str, Any]:
         """Send one record per involved address; returns the transaction's JSON dict (reused for storage)."""
-        d = body if body is not None else tx.model_dump(mode="json")
+        d = body if body is not None else tx.json_dict()
         chain = d["chain"]
         d["kind"] = kind
+        n = 0
         for address, role in involved_addresses(tx):
             d["address"] = address
             d["role"] = role
             await self.producer.send(self.topic, orjson.dumps(d), key=f"{chain}:{address}".encode())
-            self.events += 1
+            n += 1
         d["kind"] = "tx"
+        self.events += n
+        counter = self._counters.get((chain, kind))
+        if counter is None:
+            counter = self._counters[(chain, kind)] = metrics.EVENTS.labels(chain, kind)
+        counter.inc(n)
         return d
 
     async def publish_block(self, block: Block) -> list[dict[str, Any]]:
