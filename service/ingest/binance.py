@@ -250,7 +250,7 @@ class BinanceConnector(ConnectorBase):
 
     async def handle_frame(self, frame: bytes | str, recv_ms: int, shard: _Shard | None = None) -> None:
         """Parse one frame and publish what it holds; bad frames go to the dead-letter topic."""
-        self._frames.inc()
+        self._frames.count += 1
         try:
             events = parse_binance(frame, self.config.market, recv_ms)
         except ParseError as err:

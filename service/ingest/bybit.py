@@ -379,7 +379,7 @@ class BybitConnector(ConnectorBase):
     # --- frames
 
     async def handle_frame(self, frame: bytes | str, recv_ms: int) -> None:
-        self._frames.inc()
+        self._frames.count += 1
         try:
             events = parse_bybit(frame, self.config.market, recv_ms)
         except ParseError as err:

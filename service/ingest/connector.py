@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import msgspec
 
 from service.ingest.errors import ParseError
-from service.ingest.metrics import DUPLICATES, FRAMES, RESYNCS
+from service.ingest.metrics import DUPLICATES, HOT, RESYNCS
 from service.ingest.orderbook import LocalBook, SyncOutcome
 from service.ingest.publisher import MarketPublisher
 from service.runtime import Health
@@ -60,7 +60,7 @@ class ConnectorBase:
         self.gaps_published = 0
         self.dead_letters = 0
         self.subscribe_errors: list[str] = []
-        self._frames = FRAMES.labels(self.venue)
+        self._frames = HOT.frame_child(self.venue)
         self._dups = {s: DUPLICATES.labels(self.venue, s) for s in ("trades", "books", "bars")}
 
     # --- dead letters

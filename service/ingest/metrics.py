@@ -6,25 +6,18 @@ chosen by the code (never a raw exception text), `stream` one of trades/books/ba
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from bisect import bisect_left
+from collections.abc import Iterator
+
+from prometheus_client import Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from service.metrics import REGISTRY
 
 # Event time -> ingest time: exchanges push within milliseconds; seconds-long lags mean a stalled connection.
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-MESSAGES = Counter(
-    "rmad_ingest_messages_total",
-    "Normalised events published, by venue and type (trade, book, bar, gap).",
-    ["venue", "type"],
-    registry=REGISTRY,
-)
-FRAMES = Counter(
-    "rmad_ingest_frames_total",
-    "Raw frames received from a source, by venue.",
-    ["venue"],
-    registry=REGISTRY,
-)
 GAPS = Counter(
     "rmad_ingest_gaps_total",
     "Sequence gaps and reconnect holes marked incomplete, by venue, stream and reason.",
@@ -67,13 +60,73 @@ CONNECTED = Gauge(
     ["venue"],
     registry=REGISTRY,
 )
-LAG = Histogram(
-    "rmad_ingest_lag_seconds",
-    "Event time (exchange) to ingest time, seconds.",
-    ["venue", "type"],
-    buckets=LAG_BUCKETS,
-    registry=REGISTRY,
-)
+
+
+class HotCount:
+    """One labelled child of a hot-path counter or histogram: plain attributes, no lock, no method call.
+
+    Why: prometheus_client spends ~1-2 µs per `inc`/`observe` (locks, label checks); at 50,000+ messages/s that
+    is a tenth of the ingest budget. Each event loop owns its children (asyncio is single-threaded), and the
+    collector below turns them into ordinary Prometheus samples at scrape time.
+    """
+
+    __slots__ = ("buckets", "count", "total")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.buckets = [0] * (len(LAG_BUCKETS) + 1)
+
+    def observe(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+        self.buckets[bisect_left(LAG_BUCKETS, value)] += 1
+
+
+class _HotCollector(Collector):
+    """Exports `rmad_ingest_messages_total`, `rmad_ingest_frames_total` and `rmad_ingest_lag_seconds`."""
+
+    def __init__(self) -> None:
+        self.messages: dict[tuple[str, str], HotCount] = {}
+        self.frames: dict[str, HotCount] = {}
+        self.lag: dict[tuple[str, str], HotCount] = {}
+
+    def message_child(self, venue: str, kind: str) -> HotCount:
+        return self.messages.setdefault((venue, kind), HotCount())
+
+    def frame_child(self, venue: str) -> HotCount:
+        return self.frames.setdefault(venue, HotCount())
+
+    def lag_child(self, venue: str, kind: str) -> HotCount:
+        return self.lag.setdefault((venue, kind), HotCount())
+
+    def collect(self) -> Iterator[Metric]:
+        msgs = CounterMetricFamily(
+            "rmad_ingest_messages",
+            "Normalised events published, by venue and type (trade, book, bar, gap).",
+            labels=["venue", "type"],
+        )
+        for (venue, kind), c in list(self.messages.items()):
+            msgs.add_metric([venue, kind], c.count)
+        yield msgs
+        frames = CounterMetricFamily("rmad_ingest_frames", "Raw frames received from a source.", labels=["venue"])
+        for venue, c in list(self.frames.items()):
+            frames.add_metric([venue], c.count)
+        yield frames
+        lag = HistogramMetricFamily(
+            "rmad_ingest_lag_seconds", "Event time (exchange) to ingest time, seconds.", labels=["venue", "type"]
+        )
+        for (venue, kind), c in list(self.lag.items()):
+            cumulative, running = [], 0
+            for bound, n in zip((*LAG_BUCKETS, float("inf")), c.buckets, strict=True):
+                running += n
+                cumulative.append((("+Inf" if bound == float("inf") else repr(float(bound))), running))
+            lag.add_metric([venue, kind], cumulative, c.total)
+        yield lag
+
+
+HOT = _HotCollector()
+REGISTRY.register(HOT)
 
 
 def sum_counter(counter: Counter, **labels: str) -> float:

@@ -32,6 +32,9 @@ class _SymbolSeq:
     holes: set[int] = field(default_factory=set)
 
 
+_OK = IdCheck("ok")
+
+
 class TradeIdTracker:
     """Per-symbol last id; tells ok / duplicate / gap (with how many are missing) / late (fills a hole)."""
 
@@ -42,10 +45,10 @@ class TradeIdTracker:
         s = self._seq.get(symbol)
         if s is None:
             self._seq[symbol] = _SymbolSeq(trade_id, time_ms)
-            return IdCheck("ok")
+            return _OK
         if trade_id == s.last_id + 1:
             s.last_id, s.last_ms = trade_id, time_ms
-            return IdCheck("ok")
+            return _OK
         if trade_id <= s.last_id:
             if trade_id in s.holes:
                 s.holes.discard(trade_id)
