@@ -94,6 +94,7 @@ class IngestSettings(BaseModel):
     replay_speed: float = Field(default=1.0, ge=0, description="x real time; 0 = as fast as possible")
     replay_loop: bool = Field(default=False, description="start again at the end (event times move forward)")
     replay_rebase_time: bool = Field(default=False, description="shift event times so the replay starts now")
+    replay_max_wait_s: float = Field(default=300.0, gt=0, description="longest single wait; longer holes are skipped")
     topic_sim_labels: str = Field(default="sim.labels", description="ground-truth labels of simulated anomalies")
     sim_seed: int = 7
     sim_speed: float = Field(default=20.0, gt=0, description="simulated seconds per wall second")
@@ -105,7 +106,6 @@ class IngestSettings(BaseModel):
     sim_anomaly_time_scale: float = Field(default=0.5, gt=0, description="compresses each anomaly's own phases")
     sim_rate_scale: float = Field(default=1.0, gt=0, description="multiplies every simulated trade rate")
     sim_labels_dir: str | None = Field(default=None, description="also write labels.json/csv here as they occur")
-
 
     @field_validator("ingest_venues", "ingest_symbols", "ingest_streams", mode="before")
     @classmethod

@@ -6,7 +6,9 @@ end to end, on any machine, without the exchanges. Events go through the same Ma
 connectors (same topics, keys, record format, metrics); rows that cannot be read go to the dead-letter topic.
 
 Pacing: the n-th event is published when `(event_time - first_event_time) / speed` of wall time has passed since
-the replay began (speed None = no waiting; the loop still yields to the event loop so the API stays responsive).
+the replay began (speed None = no waiting; the loop still yields to the event loop so the API stays responsive);
+no single wait exceeds `max_wait_s` (RMAD_REPLAY_MAX_WAIT_S), so a hole of days between two files is skipped.
+A directory is replayed as one stream, its files merged by event time.
 Event times stay as recorded unless `rebase_time` shifts them so the replay starts now (looping implies it, so
 time keeps moving forward; above 1x, rebased event times run ahead of the wall clock). Ingest time is always the
 real publish time.
@@ -21,10 +23,11 @@ published to `RMAD_TOPIC_SIM_LABELS` once the replay passes its start, so a test
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -91,12 +94,21 @@ def parse_replay_spec(spec: str, *, default_format: str | None = None, default_s
 
 
 def replay_files(path: Path) -> list[Path]:
-    """A file, or a directory's readable files in name order (labels and manifests left out)."""
+    """A file, or a directory's files (merged by event time when replayed). A directory holding the simulator's
+    `events.jsonl.gz` replays that file alone (its trade CSVs would repeat the same trades)."""
     if path.is_dir():
-        skip = {"labels.json", "labels.csv", "manifest.json"}
-        return sorted(
-            p for p in path.iterdir() if p.is_file() and p.name not in skip and not p.name.startswith((".", "README"))
+        sim = path / "events.jsonl.gz"
+        if sim.is_file():
+            return [sim]
+        skip = {"labels.json", "labels.csv", "manifest.json", "MANIFEST.tsv", "SOURCE.md"}
+        files = sorted(
+            p
+            for p in path.iterdir()
+            if p.is_file() and p.name not in skip and not p.name.startswith((".", "README", "metadata"))
         )
+        if not files:
+            raise ReaderError(f"replay path {path} holds no files")
+        return files
     if not path.exists():
         raise ReaderError(f"replay path {path} does not exist")
     return [path]
@@ -134,7 +146,6 @@ class ReplayStats:
     loops: int = 0
     finished: bool = False
     error: str = ""
-    by_file: dict[str, int] = field(default_factory=dict)
 
 
 class Replayer:
@@ -152,6 +163,7 @@ class Replayer:
         rebase_time: bool = False,
         labels: LabelPublisher | None = None,
         flush_every: int = 5000,
+        max_wait_s: float = 300.0,
     ) -> None:
         self.publisher = publisher
         self.paths = list(paths)
@@ -162,6 +174,7 @@ class Replayer:
         self.rebase_time = rebase_time or loop
         self.labels = labels
         self.flush_every = flush_every
+        self.max_wait_s = max_wait_s
         self.stats = ReplayStats()
         self._bad: list[tuple[str, str, str]] = []
 
@@ -174,23 +187,37 @@ class Replayer:
             self.stats.bad_rows += 1
             await self.publisher.dead_letter("replay", "replay", raw, reason, detail)
 
-    def _file_labels(self, path: Path) -> list[SimLabel]:
-        side = path.parent / "labels.json"
-        if self.labels is None or not side.is_file():
+    def _labels_for(self, paths: Sequence[Path]) -> list[SimLabel]:
+        """Labels from a `labels.json` beside any replayed file (each directory read once)."""
+        if self.labels is None:
             return []
-        try:
-            return sorted(read_labels(side), key=lambda lab: lab.start_ms)
-        except (ValueError, OSError) as exc:
-            log.warning("replay: cannot read %s (%s); replaying without labels", side, exc)
-            return []
+        out: list[SimLabel] = []
+        for side in dict.fromkeys(p.parent / "labels.json" for p in paths):
+            if not side.is_file():
+                continue
+            try:
+                out.extend(read_labels(side))
+            except (ValueError, OSError) as exc:
+                log.warning("replay: cannot read %s (%s); replaying without its labels", side, exc)
+        return sorted(out, key=lambda lab: lab.start_ms)
+
+    def _stream(self) -> Iterator[AnyMarketEvent]:
+        """One file's events, or several files merged by event time (one event per file held at a time).
+
+        Why merge: files of one period (BTCUSDT, BTCUSDC and BTCUSD bars around a de-peg) only mean something
+        to a cross-pair detector when they arrive interleaved as they happened.
+        """
+        streams = [read_events(p, self.format, self.symbol, on_bad=self._on_bad) for p in self.paths]
+        if len(streams) == 1:
+            return streams[0]
+        return heapq.merge(*streams, key=lambda e: e.event_time_ms)
 
     async def run(self) -> ReplayStats:
-        """Replay every file once (or forever with `loop`); returns the counts."""
+        """Replay the files once (or forever with `loop`); returns the counts."""
         next_start_ms: int | None = None  # with rebase: where the next pass's event time begins
         while True:
-            for path in self.paths:
-                next_start_ms = await self._replay_file(path, next_start_ms)
-                self.stats.files_done += 1
+            next_start_ms = await self._replay_pass(next_start_ms)
+            self.stats.files_done += len(self.paths)
             if not self.loop:
                 break
             self.stats.loops += 1
@@ -199,9 +226,9 @@ class Replayer:
         self.stats.finished = True
         return self.stats
 
-    async def _replay_file(self, path: Path, start_ms: int | None) -> int | None:
-        events: Iterator[AnyMarketEvent] = read_events(path, self.format, self.symbol, on_bad=self._on_bad)
-        labels = self._file_labels(path)
+    async def _replay_pass(self, start_ms: int | None) -> int | None:
+        events = self._stream()
+        labels = self._labels_for(self.paths)
         speed = self.speed
         wall0 = time.monotonic()
         first_ms: int | None = None
@@ -223,6 +250,9 @@ class Replayer:
             if speed is not None:
                 due = wall0 + (t - first_ms) / 1000.0 / speed
                 delay = due - time.monotonic()
+                if delay > self.max_wait_s:  # a long hole (between files, a weekend): skip ahead
+                    wall0 -= delay - self.max_wait_s
+                    delay = self.max_wait_s
                 if delay > 0.002:
                     await pub.flush()  # what is due now goes out before we wait
                     await asyncio.sleep(delay)
@@ -241,8 +271,7 @@ class Replayer:
             await self._publish_label(lab, shift)
         await self._drain_bad()
         await pub.flush()
-        self.stats.by_file[str(path)] = n
-        log.info("replay: %s: %d events published", path, n)
+        log.info("replay: %d events published from %d file(s)", n, len(self.paths))
         return None if last_ms is None else last_ms + 1
 
     async def _publish_label(self, lab: SimLabel, shift: int) -> None:
@@ -305,6 +334,7 @@ class ReplaySource:
             loop=self._loop,
             rebase_time=self._rebase,
             labels=labels,
+            max_wait_s=self._settings.replay_max_wait_s,
         )
         self._task = asyncio.create_task(self._run(), name="replay")
 

@@ -18,7 +18,7 @@ from service.bus.kafka import KafkaBus, KafkaOptions
 from service.bus.memory import MemoryBus
 from service.ingest.components import ProducerComponent, SourceError, build_sources, source_name
 from service.ingest.publisher import MarketPublisher
-from service.ingest.replay import Replayer, ReplaySource, ReplaySpec, parse_replay_spec, parse_speed
+from service.ingest.replay import Replayer, ReplaySource, ReplaySpec, parse_replay_spec, parse_speed, replay_files
 from service.ingest.simulator import SimConfig, SimLabel, SimulatorSource, generate_files, with_pump_at
 from service.runtime import Runtime
 from service.schemas.market import Bar, BookTop, Trade, decode_dead_letter, decode_market
@@ -155,6 +155,35 @@ async def test_paced_replay_follows_event_time(tmp_path: Path, unique: str) -> N
     await Replayer(MarketPublisher(producer, settings), [p], speed=None).run()
     fast = time.monotonic() - start
     assert fast < elapsed
+    await producer.stop()
+    await bus.close()
+
+
+async def test_directory_is_merged_by_event_time_and_long_holes_are_skipped(tmp_path: Path, unique: str) -> None:
+    """Two pairs' bars interleave as they happened (what a cross-pair de-peg detector needs); a day-long hole
+    before a third file at 60x costs at most max_wait_s, not 24 minutes."""
+    d = tmp_path / "depeg"
+    d.mkdir()
+    t0 = 1_678_492_800_000  # 2023-03-11 00:00 UTC
+    for sym, px in (("BTCUSDT", "20000"), ("BTCUSDC", "21000")):
+        rows = "".join(f"{t0 + i * 60_000},{px},{px},{px},{px},1\n" for i in range(3))
+        (d / f"{sym}_1m_20230311_20230311.csv").write_text("open_time,open,high,low,close,volume\n" + rows)
+    (d / "labels.json").write_text("[]")
+    late = d / "ZZZUSDT_1m_20230312_20230312.csv"  # one bar a day later
+    late.write_text(f"open_time,open,high,low,close,volume\n{t0 + 86_400_000},1,1,1,1,1\n")
+    settings = _settings(unique)
+    bus = MemoryBus(default_partitions=1)
+    producer = bus.producer()
+    await producer.start()
+    files = replay_files(d)
+    assert [f.name for f in files] == sorted(f.name for f in d.iterdir() if f.suffix == ".csv")
+    start = time.monotonic()
+    stats = await Replayer(MarketPublisher(producer, settings), files, speed=60.0, max_wait_s=0.2).run()
+    assert stats.published == 7 and time.monotonic() - start < 60  # not 24 min: the hole was skipped
+    recs = await _read_all(bus, settings.topic_bars, at_least=7)
+    order = [(decode_market(r.value).event_time_ms, decode_market(r.value).symbol) for r in recs]
+    assert [sym for _, sym in order[:6]] == ["BTCUSDC", "BTCUSDT"] * 3  # interleaved (ties: file order)
+    assert [t for t, _ in order] == sorted(t for t, _ in order)
     await producer.stop()
     await bus.close()
 
