@@ -48,8 +48,15 @@ def _append_py(r: CommandRunner, keys: list[str], args: list[bytes]) -> list[Any
 APPEND_ALERT = Script("api_append_alert", _APPEND_LUA, _append_py)
 
 
+_U64 = (1 << 64) - 1
+
+
 def is_seq(value: str) -> bool:
-    return bool(_SEQ.match(value))
+    """A valid stream id: `ms-n`, both parts unsigned 64-bit (Redis refuses anything larger)."""
+    if not _SEQ.match(value):
+        return False
+    ms, _, n = value.partition("-")
+    return int(ms) <= _U64 and int(n) <= _U64
 
 
 def seq_key(seq: str) -> tuple[int, int]:
@@ -60,14 +67,17 @@ def seq_key(seq: str) -> tuple[int, int]:
 def seq_after(seq: str) -> str:
     """The smallest sequence strictly after `seq` (an inclusive start that excludes `seq`)."""
     ms, n = seq_key(seq)
-    return f"{ms}-{n + 1}"
+    return f"{ms}-{n + 1}" if n < _U64 else f"{ms + 1}-0"
 
 
-def seq_before(seq: str) -> str:
+def seq_before(seq: str) -> str | None:
+    """The largest sequence strictly before `seq`; None before 0-0."""
     ms, n = seq_key(seq)
     if n > 0:
         return f"{ms}-{n - 1}"
-    return f"{max(ms - 1, 0)}-{(1 << 64) - 1}"
+    if ms == 0:
+        return None
+    return f"{ms - 1}-{_U64}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +196,10 @@ class AlertLog:
         At most `scan_max` entries are examined per call, so a rare filter cannot turn one request into a full
         scan; the cursor then points past what was examined and the caller simply asks again.
         """
-        end = "+" if cursor is None else seq_before(cursor)
+        before = "+" if cursor is None else seq_before(cursor)
+        if before is None:
+            return [], None
+        end: str = before
         out: list[LogEntry] = []
         scanned = 0
         last_seen: str | None = None
@@ -207,7 +220,10 @@ class AlertLog:
                         return out, sid
             if len(rows) < batch:
                 return out, None
-            end = seq_before(rows[-1][0])
+            prev = seq_before(rows[-1][0])
+            if prev is None:
+                return out, None
+            end = prev
         return out, last_seen
 
 

@@ -5,12 +5,26 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from service.schemas.scoring import Alert, AnomalyType, BranchScores, FeatureContribution, Score, Severity
 
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/@+\-]+$")]
-Seq = Annotated[str, Field(pattern=r"^\d{1,20}-\d{1,20}$", description="alert-log sequence (opaque cursor)")]
+
+
+def _seq(v: str) -> str:
+    from service.api.alertlog import is_seq
+
+    if not is_seq(v):
+        raise ValueError("not an alert-log sequence (ms-n, each below 2**64)")
+    return v
+
+
+Seq = Annotated[
+    str,
+    Field(pattern=r"^\d{1,20}-\d{1,20}$", description="alert-log sequence (opaque cursor)"),
+    AfterValidator(_seq),
+]
 
 
 class Problem(BaseModel):

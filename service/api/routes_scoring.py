@@ -30,7 +30,7 @@ from service.api.models import (
     WindowIn,
 )
 from service.api.routes_alerts import AUTH_RESPONSES, Ctx
-from service.api.scoring import BadWindow, ModelUnavailable, ScoringService
+from service.api.scoring import BadWindow, ModelUnavailable, ScoringService, UnknownModel
 from service.schemas.scoring import Severity
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
@@ -39,6 +39,7 @@ Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": Problem, "description": "model not loaded"},
 }
+NO_MODEL: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "no model of that name"}}
 ModelName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")]
 
 
@@ -155,7 +156,7 @@ async def score_transactions(ctx: Ctx, _: Scorer_, body: BatchIn) -> BatchOut:
     "/score/window",
     operation_id="score_window",
     response_model=ScoreResult,
-    responses={**AUTH_RESPONSES, **UNAVAILABLE},
+    responses={**AUTH_RESPONSES, **UNAVAILABLE, **NO_MODEL},
 )
 async def score_window(ctx: Ctx, _: Scorer_, body: WindowIn) -> ScoreResult:
     """Score a caller-supplied window: unscaled features [T, F] in the manifest's order, or OHLCV bars."""
@@ -204,6 +205,8 @@ async def score_window(ctx: Ctx, _: Scorer_, body: WindowIn) -> ScoreResult:
         r = await svc.score(body.model, window_full)
     except ModelUnavailable as exc:
         raise _unavailable(exc) from None
+    except UnknownModel as exc:
+        raise HTTPException(404, detail=str(exc)) from None
     except BadWindow as exc:
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("body", field), "msg": str(exc), "input": None}]
@@ -250,7 +253,7 @@ async def list_models(ctx: Ctx, _: Annotated[Principal, Depends(require(Scope.SU
     operation_id="reload_model",
     response_model=ModelOut,
     tags=["models"],
-    responses={**AUTH_RESPONSES, **UNAVAILABLE},
+    responses={**AUTH_RESPONSES, **UNAVAILABLE, **NO_MODEL},
 )
 async def reload_model(ctx: Ctx, _: Admin, name: ModelName) -> ModelOut:
     """Look for a newer version of `name` now and swap to it when it loads and passes its self-check (admin)."""
@@ -261,5 +264,7 @@ async def reload_model(ctx: Ctx, _: Admin, name: ModelName) -> ModelOut:
     except ModelUnavailable as exc:
         raise _unavailable(exc) from None
     if model is None:
-        raise HTTPException(503, detail=f"model not loaded: {why or f'no artifact for {name!r}'}")
+        if name in svc.model_names():
+            raise HTTPException(503, detail=f"model not loaded: {why or f'no artifact for {name!r}'}")
+        raise HTTPException(404, detail=f"no model named {name!r}: {why or 'no artifact under the model directory'}")
     return _model_out(model)

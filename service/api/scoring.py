@@ -36,6 +36,10 @@ class ModelUnavailable(RuntimeError):
     """No model of that name is loaded (the API answers 503 "model not loaded")."""
 
 
+class UnknownModel(LookupError):
+    """A model name that is neither configured nor loadable (the API answers 404)."""
+
+
 class BadWindow(ValueError):
     """The caller's window does not fit the model (the API answers 422 naming the field)."""
 
@@ -154,7 +158,9 @@ class ScoringService:
             raise ModelUnavailable(f"model not loaded: {self.import_error}")
         m = reg.maybe(name)
         if m is None:
-            raise ModelUnavailable(f"model not loaded: no servable {name!r} model under {reg.model_dir}")
+            if name in self.model_names():
+                raise ModelUnavailable(f"model not loaded: no servable {name!r} model under {reg.model_dir}")
+            raise UnknownModel(f"no model named {name!r} (configured: {', '.join(self.model_names())})")
         return m
 
     async def reload(self, name: str) -> tuple[bool, LoadedModel | None, str]:

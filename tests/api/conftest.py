@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -55,6 +57,24 @@ def make_alert(
         model_name="market",
         model_version="v-test",
     )
+
+
+def export_models(root: Path, window: int = 8) -> Path:
+    """Small contract models for `market` and `chain` (tests/scoring/modelgen; needs torch) under `root`."""
+    from service.features import chain as chain_features
+    from tests.scoring.modelgen import export_tiny_model
+
+    export_tiny_model(root, name="market", version="v1", window=window, alert=20.0, created_ms=1)
+    names = list(chain_features.CHAIN_FEATURES)
+    spec = getattr(chain_features, "CHAIN_SPEC_HASH", None) or getattr(chain_features, "SPEC_HASH", "")
+    out = export_tiny_model(
+        root, name="chain", version="c1", window=1, features=names, spec_hash=spec, alert=20.0, created_ms=1
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["kind"] = "chain"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (root / "market" / "v1" / "card.md").write_text("# tiny market model\n")
+    return root
 
 
 @dataclass

@@ -4,7 +4,6 @@ exported by tests/scoring/modelgen), live market context from followed trades, c
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 
 from service.api.followers import TapeFollower
 from service.features.spec import MARKET_FEATURES
-from tests.api.conftest import Harness, api_settings, harness, wait_for
+from tests.api.conftest import Harness, api_settings, export_models, harness, wait_for
 
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
@@ -25,21 +24,7 @@ WINDOW = 8
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from service.features import chain as chain_features
-    from tests.scoring.modelgen import export_tiny_model
-
-    root = tmp_path_factory.mktemp("api-models")
-    export_tiny_model(root, name="market", version="v1", window=WINDOW, alert=20.0, created_ms=1)
-    names = list(chain_features.CHAIN_FEATURES)
-    spec = getattr(chain_features, "CHAIN_SPEC_HASH", None) or getattr(chain_features, "SPEC_HASH", "")
-    out = export_tiny_model(
-        root, name="chain", version="c1", window=1, features=names, spec_hash=spec, alert=20.0, created_ms=1
-    )
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["kind"] = "chain"
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    (root / "market" / "v1" / "card.md").write_text("# tiny market model\n")
-    return root
+    return export_models(tmp_path_factory.mktemp("api-models"), WINDOW)
 
 
 @pytest.fixture
@@ -146,7 +131,7 @@ async def test_batch_window_chain_and_validation(scored: Harness) -> None:
     r = await c.post("/v1/score/window", json={}, headers=h)
     assert r.status_code == 422 and r.json()["fields"] == ["body.features"]
     r = await c.post("/v1/score/window", json={"model": "nope", "features": [[0.0] * f]}, headers=h)
-    assert r.status_code == 503
+    assert r.status_code == 404 and "no model named 'nope'" in r.json()["detail"]
     # on-chain: address features from Redis (an address never seen scores from zeros)
     tx = {"kind": "chain", "chain": "ethereum", "hash": "0xabc", "from": "0x" + "1" * 40, "to": "0x" + "2" * 40,
           "value": "1000000000000000000", "fee": "21000", "time_ms": 1_700_000_000_000}  # fmt: skip
@@ -170,5 +155,5 @@ async def test_models_list_and_reload(scored: Harness) -> None:
     assert r.status_code == 200 and r.json()["version"] == "v1"
     assert (await c.post("/v1/models/market/reload", headers=scored.h("score"))).status_code == 403
     r = await c.post("/v1/models/ghost/reload", headers=scored.h("admin"))
-    assert r.status_code == 503 and "model not loaded" in r.json()["detail"]
+    assert r.status_code == 404 and "no model named 'ghost'" in r.json()["detail"]
     assert (await c.post("/v1/models/bad%20name/reload", headers=scored.h("admin"))).status_code == 422
