@@ -37,7 +37,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -781,6 +781,25 @@ class TradesCsvWriter:
         for fh, _ in self._files.values():
             fh.close()
         self._files.clear()
+
+
+def write_trades_csv(events: Iterable[SimEvent], path: Path, key: str) -> int:
+    """One key's trades in the Binance trade CSV layout (see TradesCsvWriter); returns the number of rows."""
+    venue, _, symbol = key.partition(":")
+    w = TradesCsvWriter(path.parent)
+    w.paths[key] = path
+    opener: Any = gzip.open if path.suffix == ".gz" else open
+    fh = opener(path, "wt", newline="")
+    writer = csv.writer(fh)
+    writer.writerow(TradesCsvWriter.HEADER)
+    w._files[(venue, symbol)] = (fh, writer)
+    try:
+        for e in events:
+            if isinstance(e, SimTrade) and e.venue == venue and e.symbol == symbol:
+                w.write(e)
+    finally:
+        w.close()
+    return w.rows
 
 
 def _levels(levels: tuple[tuple[str, str], ...]) -> list[tuple[Decimal, Decimal]]:

@@ -294,3 +294,18 @@ def test_plan_anomaly_is_seeded(kind: str) -> None:
     a = plan_anomaly(kind, BASE.start_ms, BASE.instruments, seed=42)  # type: ignore[arg-type]
     b = plan_anomaly(kind, BASE.start_ms, BASE.instruments, seed=42)  # type: ignore[arg-type]
     assert a == b and a is not None and a.start_ms == BASE.start_ms
+
+
+def test_trades_csv_in_the_pump_file_layout_reads_back(tmp_path: Path) -> None:
+    from service.ingest.readers import read_events
+    from service.ingest.simulator import write_trades_csv
+
+    events, _ = _run(replace(BASE, duration_s=120, emit_books=False))
+    path = tmp_path / "sim-binance_BTCUSDT_trades.csv.gz"
+    n = write_trades_csv(events, path, "sim-binance:BTCUSDT")
+    back = [e for e in read_events(path) if isinstance(e, Trade)]
+    sim = _trades(events, "sim-binance:BTCUSDT")
+    assert n == len(back) == len(sim) > 100
+    assert [(t.event_time_ms, str(t.price), str(t.size), t.side) for t in back] == [
+        (s.ts_ms, s.price, s.size, s.side) for s in sim
+    ]
