@@ -29,6 +29,7 @@ import gzip
 import io
 import logging
 import re
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -82,9 +83,10 @@ def interval_name(ms: int) -> str:
 
 
 def _open_text(path: Path) -> IO[str]:
+    """UTF-8 text; undecodable bytes become U+FFFD, so a corrupt row fails as that row, not as the file."""
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
+    return path.open("r", encoding="utf-8", errors="replace", newline="")
 
 
 def _stem(path: Path) -> str:
@@ -252,7 +254,7 @@ def _bars_from_rows(
     for line, cells, raw in rows:
         try:
             open_ms = _to_ms(cells[0])
-        except (ValueError, IndexError) as exc:
+        except (ValueError, IndexError, ArithmeticError) as exc:
             _bad(on_bad, path, line, raw, "bad_row", f"time: {exc}")
             continue
         if iv is None:
@@ -595,6 +597,18 @@ def read_events(
     if not p.is_file():
         raise ReaderError(f"{p}: no such file")
     fmt = format or sniff_format(p)
+    try:
+        yield from _dispatch(p, fmt, symbol, venue, on_bad)
+    except ReaderError:
+        raise
+    except (OSError, EOFError, csv.Error, zlib.error, UnicodeError, ValueError, ArithmeticError) as exc:
+        # file-level damage (a truncated gzip, a NUL byte, an oversized field): one clear error naming the file
+        raise ReaderError(f"{p}: cannot read as {fmt}: {type(exc).__name__}: {exc}") from exc
+
+
+def _dispatch(
+    p: Path, fmt: str, symbol: str | None, venue: str | None, on_bad: BadRowHandler | None
+) -> Iterator[AnyMarketEvent]:
     kw: dict[str, Any] = {"on_bad": on_bad, "symbol": symbol}
     if venue is not None and fmt not in ("ws-frames", "events-jsonl"):
         kw["venue"] = venue

@@ -12,6 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from service.ingest.readers import ReaderError, read_events, sniff_format, symbol_from_name
 from service.ingest.simulator import SimConfig, generate_files
@@ -294,3 +296,37 @@ def test_real_ws_frames_and_nab(shared_data: Path) -> None:
     nab = shared_data / "nab" / "data" / "realKnownCause" / "nyc_taxi.csv"
     nb = list(read_events(nab))
     assert len(nb) == 10_320 and nb[0].symbol == "nyc_taxi"
+
+
+_HEADS = {
+    "binance-trades-csv": TRADES_HEADER.encode(),
+    "binance-kline-csv": b"open_time,open,high,low,close,volume\n",
+    "nab-csv": b"timestamp,value\n",
+    "freqtrade-json": b"[",
+    "ws-frames": b"wss://stream.binance.com:9443/stream?streams=x <-> 1\n",
+    "events-jsonl": b"",
+    "feather": b"ARROW1",
+}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    fmt=st.sampled_from(sorted(_HEADS)),
+    body=st.binary(max_size=200) | st.text(max_size=200).map(str.encode),
+    with_head=st.booleans(),
+    gz=st.booleans(),
+)
+def test_garbage_never_escapes_as_anything_but_reader_error(
+    tmp_path_factory: pytest.TempPathFactory, fmt: str, body: bytes, with_head: bool, gz: bool
+) -> None:
+    """Whatever a file holds, a reader yields events, hands bad rows to on_bad, or raises ReaderError: a replay or
+    `rmad score` never dies of an IndexError deep inside."""
+    d = tmp_path_factory.mktemp("garbage")
+    data = (_HEADS[fmt] if with_head else b"") + body
+    path = d / ("f.dat.gz" if gz else "f.dat")
+    path.write_bytes(gzip.compress(data) if gz and len(body) % 2 else data)  # sometimes a name that lies
+    try:
+        for ev in read_events(path, fmt, on_bad=lambda raw, reason, detail: None):
+            assert ev.event_time_ms is not None
+    except ReaderError:
+        pass
