@@ -309,3 +309,61 @@ def test_trades_csv_in_the_pump_file_layout_reads_back(tmp_path: Path) -> None:
     assert [(t.event_time_ms, str(t.price), str(t.size), t.side) for t in back] == [
         (s.ts_ms, s.price, s.size, s.side) for s in sim
     ]
+
+
+@pytest.mark.slow
+def test_rmad_run_source_simulator_serves_the_simulated_market(tmp_path: Path) -> None:
+    """What `make demo` runs: the whole service offline on the simulator; ingest is ready and publishing, and the
+    first pump's label is written within seconds at a high simulation speed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.servers import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RMAD_")}
+    env.update(
+        RMAD_PORT=str(port),
+        RMAD_SIM_SPEED="200",
+        RMAD_SIM_BACKFILL_S="1200",
+        RMAD_SIM_FIRST_ANOMALY_S="30",
+        RMAD_SIM_LABELS_DIR=str(tmp_path),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "run", "--source", "simulator"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        detail, metrics = "", ""
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"rmad run exited: {proc.stderr.read() if proc.stderr else ''}")
+            try:
+                parts = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).json()["parts"]
+                detail = parts["ingest.simulator"]["detail"] if parts["ingest.simulator"]["ok"] else ""
+                metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except (httpx.HTTPError, KeyError, ValueError):
+                time.sleep(0.3)
+                continue
+            if detail and 'venue="sim-binance"' in metrics and (tmp_path / "labels.json").exists():
+                break
+            time.sleep(0.3)
+        assert detail, "the simulator part never reported ready"
+        assert 'rmad_ingest_messages_total{type="trade",venue="sim-binance"}' in metrics
+        labels = read_labels(tmp_path / "labels.json")
+        assert labels and labels[0].type == "pump_and_dump"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
