@@ -154,7 +154,18 @@ class ChainFollower:
 
     async def _run(self) -> None:
         try:
-            await self._load()
+            attempt = 0
+            while not self.loaded.is_set():  # the state store may come up after us
+                try:
+                    await self._load()
+                except Exception as exc:
+                    self._last_error = f"cannot load the checkpoint: {exc}"
+                    log.warning("%s: %s; retrying", self.name, self._last_error)
+                    try:
+                        await self._backoff(attempt)
+                    except _Stopping:
+                        return
+                    attempt += 1
             attempt = 0
             while not self._stop.is_set():
                 try:
