@@ -107,7 +107,11 @@ def live_sources(runtime: Runtime) -> list[Component]:
             out.append(BybitConnector(BybitConfig.from_settings(settings, "spot"), publisher))
         elif venue == "bybit-linear":
             out.append(BybitConnector(BybitConfig.from_settings(settings, "linear"), publisher))
-    log.info("live market sources: %s for %s", ", ".join(settings.ingest_venues), ", ".join(settings.ingest_symbols))
+    log.info(
+        "live market sources: %s for %s (no exchange access? `rmad run --source simulator` runs offline)",
+        ", ".join(settings.ingest_venues),
+        ", ".join(settings.ingest_symbols),
+    )
     return out
 
 
