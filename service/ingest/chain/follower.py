@@ -247,6 +247,9 @@ class ChainFollower:
         self._features_at = await self.store.features_checkpoint()
         if ckpt is not None:
             log.info("%s: resuming after block %d (%s)", self.name, ckpt.number, ckpt.hash)
+        else:
+            start = self.config.start_block
+            log.info("%s: no checkpoint; starting at %s", self.name, "the node's head" if start is None else start)
         await self._apply_blocks(self._final_blocks())
         self.loaded.set()
 

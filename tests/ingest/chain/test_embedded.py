@@ -1,0 +1,100 @@
+"""The follower on the embedded bus and state (what `rmad run` uses on a laptop), and reorgs deeper than it keeps."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import orjson
+
+from service.bus.base import TopicSpec
+from service.bus.memory import MemoryBus
+from service.features.chain import address_features, features_from_transactions
+from service.ingest.chain import metrics
+from service.ingest.chain.ethereum import EthereumNode
+from service.ingest.chain.follower import ChainFollower, FollowerConfig
+from service.ingest.chain.node import BlockRef
+from service.ingest.chain.publisher import ChainPublisher
+from service.schemas.chain import Chain, involved_addresses
+from service.state.memory import MemoryState
+from tests.ingest.chain.conftest import eventually
+from tests.ingest.chain.fake_eth import FakeEthNode
+from tests.ingest.chain.fakechain import FakeChain
+
+
+async def _read_all(bus: MemoryBus, topic: str) -> list[dict[str, object]]:
+    consumer = bus.consumer([topic], group_id="readback")
+    await consumer.start()
+    out = []
+    while batch := await consumer.getmany(timeout_ms=200):
+        out.extend(orjson.loads(r.value) for r in batch)
+    await consumer.stop()
+    return out
+
+
+def _follower(
+    node: FakeEthNode, bus: MemoryBus, state: MemoryState, *, confirmations: int = 3, reorg_depth: int = 8
+) -> ChainFollower:
+    cfg = FollowerConfig(
+        Chain.ETHEREUM,
+        confirmations=confirmations,
+        reorg_depth=reorg_depth,
+        backfill_batch=3,
+        start_block=1,
+        poll_s=0.3,
+        backoff_initial_s=0.02,
+        backoff_max_s=0.1,
+    )
+    producer = bus.producer()
+    return ChainFollower(EthereumNode(node.url, timeout_s=2), ChainPublisher(producer, "chain.txs", "dlq"), state, cfg)
+
+
+async def test_embedded_bus_and_state_exact() -> None:
+    fc = FakeChain("eth", seed=31)
+    fc.mine(12)
+    node = FakeEthNode(fc)
+    await node.start()
+    bus, state = MemoryBus(default_partitions=4), MemoryState()
+    await bus.create_topics([TopicSpec("chain.txs", 4), TopicSpec("dlq", 1)])
+    f = _follower(node, bus, state)
+    await f.publisher.producer.start()
+    await f.start()
+    try:
+        await eventually(lambda: f.tip == BlockRef(fc.tip.number, fc.tip.hash), what="backfill")
+        await node.reorg(2, 3)
+        await node.mine(4)
+        await eventually(lambda: f.tip == BlockRef(fc.tip.number, fc.tip.hash), what="after reorg")
+    finally:
+        await f.stop()
+        await node.stop()
+    events = await _read_all(bus, "chain.txs")
+    net: Counter[tuple[object, ...]] = Counter()
+    for e in events:
+        net[(e["tx_hash"], e["block_hash"], e["address"])] += 1 if e["kind"] == "tx" else -1
+    want = {(t.tx_hash, t.block_hash, a) for t in fc.expected_txs() for a, _ in involved_addresses(t)}
+    assert {k for k, v in net.items() if v} == want
+    final = fc.tip.number - 3
+    for addr, feats in features_from_transactions(fc.expected_txs(up_to=final)).items():
+        assert await address_features(state, "ethereum", addr) == feats  # exact, HyperLogLog included
+
+
+async def test_reorg_deeper_than_the_window_is_counted_and_followed() -> None:
+    fc = FakeChain("eth", seed=32)
+    fc.mine(10)
+    node = FakeEthNode(fc)
+    await node.start()
+    bus, state = MemoryBus(default_partitions=2), MemoryState()
+    await bus.create_topics([TopicSpec("chain.txs", 2), TopicSpec("dlq", 1)])
+    f = _follower(node, bus, state, confirmations=1, reorg_depth=3)
+    await f.publisher.producer.start()
+    deep = metrics.DEEP_REORGS.labels("ethereum")
+    before = deep._value.get()
+    await f.start()
+    try:
+        await eventually(lambda: f.tip == BlockRef(fc.tip.number, fc.tip.hash), what="backfill")
+        await node.reorg(5, 6)  # deeper than the 3 blocks kept
+        await eventually(lambda: f.tip == BlockRef(fc.tip.number, fc.tip.hash), what="after the deep reorg")
+    finally:
+        await f.stop()
+        await node.stop()
+    assert deep._value.get() > before
+    assert f.window.tip is not None and f.window.tip.hash == fc.tip.hash
