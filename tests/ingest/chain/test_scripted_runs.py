@@ -29,7 +29,7 @@ from tests.ingest.chain.fake_btc import FakeBitcoinCore
 from tests.ingest.chain.fake_eth import FakeEthNode
 from tests.ingest.chain.fakechain import FakeChain
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 
 # HyperLogLog counts in Redis are estimates (exact for sets this small in practice; allow one off).
 _HLL = {"Unique Received From Addresses", "Unique Sent To Addresses"}
