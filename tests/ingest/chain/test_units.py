@@ -235,6 +235,7 @@ def test_recent_blocks_load_keeps_the_linked_run() -> None:
 # ---------------------------------------------------------------------------------------------------- features
 
 
+@pytest.mark.data
 def test_chain_features_are_columns_of_the_fraud_dataset(shared_data: Path) -> None:
     with open(shared_data / "ethereum-fraud-accounts" / "transaction_dataset.csv", newline="") as f:
         header = next(csv.reader(f))
@@ -260,6 +261,7 @@ def test_legs_net_bitcoin_change_and_skip_reverted_ethereum() -> None:
     assert legs(eth) == []
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("kind", ["eth", "btc"])
 async def test_lua_and_python_twin_agree_and_apply_once(kind: str, redis_url: str, unique: str) -> None:
     """The same transactions through the Lua script (real Redis) and its Python twin give the same state."""
