@@ -24,19 +24,23 @@ class Ingest:
     producer: Producer
     publisher: MarketPublisher
 
-    async def read(
-        self, topic: str, *, at_least: int = 0, idle_s: float = 1.5, timeout_s: float = 30.0
-    ) -> list[Record]:
+    async def read(self, topic: str, *, at_least: int = 0) -> list[Record]:
         """Everything in `topic` (from the start), read back through a fresh consumer group."""
+        return (await self.read_many([topic], at_least=at_least))[topic]
+
+    async def read_many(
+        self, topics: list[str], *, at_least: int = 0, idle_s: float = 1.0, timeout_s: float = 30.0
+    ) -> dict[str, list[Record]]:
+        """Everything in several topics through one consumer (one group join: Tansu joins take seconds)."""
         await self.publisher.flush()
-        consumer = self.bus.consumer([topic], group_id=f"readback-{topic}-{time.monotonic_ns()}")
+        consumer = self.bus.consumer(topics, group_id=f"readback-{time.monotonic_ns()}")
         await consumer.start()
         out: list[Record] = []
         deadline = time.monotonic() + timeout_s
         last_new = time.monotonic()
         try:
             while time.monotonic() < deadline:
-                batch = await consumer.getmany(timeout_ms=300)
+                batch = await consumer.getmany(timeout_ms=200)
                 if batch:
                     out.extend(batch)
                     last_new = time.monotonic()
@@ -44,6 +48,20 @@ class Ingest:
                     break
         finally:
             await consumer.stop()
+        by_topic: dict[str, list[Record]] = {t: [] for t in topics}
+        for rec in sorted(out, key=lambda r: (r.topic, r.partition, r.offset)):
+            by_topic[rec.topic].append(rec)
+        return by_topic
+
+    async def everything(self, at_least: int = 0) -> dict[str, list[AnyMarketEvent | DeadLetter]]:
+        """trades / books / bars / deadletters decoded, read in one pass; keys are the short names."""
+        s = self.settings
+        names = {s.topic_trades: "trades", s.topic_books: "books", s.topic_bars: "bars", s.topic_dead_letters: "dead"}
+        recs = await self.read_many(list(names), at_least=at_least)
+        out: dict[str, list[AnyMarketEvent | DeadLetter]] = {}
+        for topic, short in names.items():
+            decode = decode_dead_letter if short == "dead" else decode_market
+            out[short] = [decode(r.value) for r in recs[topic]]
         return out
 
     async def events(self, topic: str, at_least: int = 0) -> list[AnyMarketEvent]:

@@ -253,9 +253,9 @@ class FakeBinance(FakeExchange):
         """Send `serverShutdown`; the client must close and come back on its own."""
         before = self.connections
         self.subscriptions.clear()
-        await self.shutdown_notice()
+        told = await self.shutdown_notice()
         for _ in range(500):
-            if self.connections > before:
+            if self.connections >= before + told:
                 return
             await asyncio.sleep(0.01)
         raise AssertionError("client did not reconnect after serverShutdown")
@@ -362,8 +362,8 @@ class FakeBinance(FakeExchange):
         if not drop:
             await self.broadcast(frame)
 
-    async def shutdown_notice(self) -> None:
-        await self.broadcast(self._wrap("!serverShutdown", {"e": "serverShutdown", "E": 1_700_000_000_000}))
+    async def shutdown_notice(self) -> int:
+        return await self.broadcast(self._wrap("!serverShutdown", {"e": "serverShutdown", "E": 1_700_000_000_000}))
 
 
 class FakeBybit(FakeExchange):

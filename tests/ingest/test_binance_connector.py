@@ -15,7 +15,7 @@ import pytest
 
 from service.ingest.binance import BinanceConfig, BinanceConnector
 from service.ingest.metrics import DEAD_LETTERS, GAPS, RECONNECTS, RESYNCS, SUBSCRIBE_ERRORS, sum_counter
-from service.schemas.market import Bar, BookTop, Gap, Trade
+from service.schemas.market import Bar, BookTop, DeadLetter, Gap, Trade
 from tests.ingest.conftest import Ingest, eventually
 from tests.ingest.fakes import FakeBinance, random_changes
 
@@ -113,7 +113,8 @@ async def test_binance_scenario_book_trades_gaps(ingest: Ingest, market: str) ->
         await fake.wait_subscribed(6)
         await _trades(fake, t + 500, n=2)
         await _depth_round(fake, t + 510, n=3)
-        # serverShutdown: the client reconnects at once
+        # serverShutdown: the client reconnects at once (both connections must be back to hear it)
+        await eventually(lambda: len(fake.clients) == 2, what="both connections back")
         await fake.shutdown_and_wait()
         await fake.wait_subscribed(6)
         await _depth_round(fake, t + 600, n=3)
@@ -139,7 +140,8 @@ async def test_binance_scenario_book_trades_gaps(ingest: Ingest, market: str) ->
 
         # 2. every trade put on the wire is in the topic exactly once
         sent = {(s, str(i)) for s, ids in fake.sent_trades.items() for i in ids}
-        events = await ingest.events(ingest.settings.topic_trades, at_least=len(sent))
+        topics = await ingest.everything(at_least=len(sent) + len(garbage_sent))
+        events = topics["trades"]
         trades = [e for e in events if isinstance(e, Trade)]
         got = [(e.symbol, e.trade_id) for e in trades]
         assert len(got) == len(set(got)), "a trade was published twice"
@@ -151,7 +153,7 @@ async def test_binance_scenario_book_trades_gaps(ingest: Ingest, market: str) ->
         assert any(g.symbol == "BTCUSDT" and g.reason == "sequence_gap" and g.missing == 3 for g in trade_gaps)
         assert {g.symbol for g in trade_gaps if g.reason == "reconnect"} == set(GOOD)
         assert sum(1 for e in trades if e.incomplete) == len(trade_gaps)
-        books = await ingest.events(ingest.settings.topic_books)
+        books = topics["books"]
         book_gaps = [e for e in books if isinstance(e, Gap)]
         assert {g.symbol for g in book_gaps if g.reason == "sequence_gap"} == set(GOOD)  # dropped + reordered
         assert {g.symbol for g in book_gaps if g.reason == "reconnect"} == set(GOOD)
@@ -164,11 +166,11 @@ async def test_binance_scenario_book_trades_gaps(ingest: Ingest, market: str) ->
             assert last.bids == sorted(truth.bids.items(), reverse=True)[: ingest.settings.ingest_book_levels]
 
         # 4. bars: only the closed kline
-        bars = [e for e in await ingest.events(ingest.settings.topic_bars) if isinstance(e, Bar)]
+        bars = [e for e in topics["bars"] if isinstance(e, Bar)]
         assert [(b.symbol, b.open_time_ms) for b in bars] == [("BTCUSDT", T0)]
 
         # 5. garbage in the dead-letter topic with the raw frame
-        letters = await ingest.dead_letters(at_least=len(garbage_sent))
+        letters = [d for d in topics["dead"] if isinstance(d, DeadLetter)]
         assert sorted(dl.raw_bytes() for dl in letters) == sorted(garbage_sent)
         assert {dl.reason for dl in letters} >= {"invalid_json", "invalid_field", "unexpected_frame", "bad_number"}
 

@@ -14,7 +14,7 @@ import pytest
 
 from service.ingest.bybit import BybitConfig, BybitConnector
 from service.ingest.metrics import DEAD_LETTERS, GAPS, RECONNECTS, RESYNCS, SUBSCRIBE_ERRORS, sum_counter
-from service.schemas.market import Bar, BookTop, Gap, Trade
+from service.schemas.market import Bar, BookTop, DeadLetter, Gap, Trade
 from tests.ingest.conftest import Ingest, eventually
 from tests.ingest.fakes import FakeBybit, random_changes
 
@@ -123,7 +123,8 @@ async def test_bybit_scenario_book_trades_gaps(ingest: Ingest, market: str) -> N
             assert (book.bids, book.asks) == (fake.book(s).bids, fake.book(s).asks), s
 
         sent = {(s, i) for s, ids in fake.sent_trades.items() for i in ids}
-        events = await ingest.events(ingest.settings.topic_trades, at_least=len(sent))
+        topics = await ingest.everything(at_least=len(sent) + len(garbage_sent))
+        events = topics["trades"]
         trades = [e for e in events if isinstance(e, Trade)]
         got = [(t.symbol, t.trade_id) for t in trades]
         assert len(got) == len(set(got)), "duplicate trade in the topic"
@@ -132,7 +133,7 @@ async def test_bybit_scenario_book_trades_gaps(ingest: Ingest, market: str) -> N
         assert {(g.symbol, g.reason) for g in gaps} == {(s, "reconnect") for s in GOOD}
         assert {t.symbol for t in trades if t.incomplete} == set(GOOD)
 
-        books = await ingest.events(ingest.settings.topic_books)
+        books = topics["books"]
         book_gaps = [e for e in books if isinstance(e, Gap)]
         assert ("BTCUSDT", "sequence_gap") in {(g.symbol, g.reason) for g in book_gaps}
         assert {g.symbol for g in book_gaps if g.reason == "reconnect"} == set(GOOD)
@@ -141,10 +142,10 @@ async def test_bybit_scenario_book_trades_gaps(ingest: Ingest, market: str) -> N
             last = [b for b in tops if b.symbol == s][-1]
             assert last.best_bid == max(fake.book(s).bids) and last.best_ask == min(fake.book(s).asks)
 
-        bars = [e for e in await ingest.events(ingest.settings.topic_bars) if isinstance(e, Bar)]
+        bars = [e for e in topics["bars"] if isinstance(e, Bar)]
         assert [(b.symbol, b.interval) for b in bars] == [("BTCUSDT", "1m")]
 
-        letters = await ingest.dead_letters(at_least=len(garbage_sent))
+        letters = [d for d in topics["dead"] if isinstance(d, DeadLetter)]
         assert sorted(d.raw_bytes() for d in letters) == sorted(garbage_sent)
 
         assert sum_counter(GAPS, venue=venue) - before["gaps"] == len(gaps) + len(book_gaps)

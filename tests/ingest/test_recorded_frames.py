@@ -132,15 +132,14 @@ async def test_recorded_frames_through_fake_server(ingest: Ingest, shared_data: 
             assert book.bids == bids and book.asks == asks, s
 
         sent = {(s, str(a)) for s, ids in fake.sent_trades.items() for a in ids}
-        trades = [
-            e for e in await ingest.events(ingest.settings.topic_trades, at_least=len(sent)) if isinstance(e, Trade)
-        ]
+        topics = await ingest.everything(at_least=len(sent))
+        trades = [e for e in topics["trades"] if isinstance(e, Trade)]
         assert sorted((t.symbol, t.trade_id) for t in trades) == sorted(sent)
-        books = await ingest.events(ingest.settings.topic_books)
+        books = topics["books"]
         gaps = [e for e in books if isinstance(e, Gap)]
         assert len(gaps) == 1 and gaps[0].reason == "sequence_gap"
         assert sum_counter(GAPS, venue=venue, stream="books") - gaps_before == 1
-        bars = [e for e in await ingest.events(ingest.settings.topic_bars) if isinstance(e, Bar)]
+        bars = [e for e in topics["bars"] if isinstance(e, Bar)]
         assert len(bars) == closed_bars
         assert conn.dead_letters == 0
     finally:
