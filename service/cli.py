@@ -13,12 +13,21 @@ Parts add their subcommands through `SUBCOMMANDS` (module path with `add_argumen
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import logging
+import os
 import sys
+import threading
+import time
 from collections.abc import Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from service.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from service.runtime import Runtime
 
 # name -> (module implementing add_arguments/run, help). Missing modules are listed as unavailable.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -58,16 +67,69 @@ def _serve(roles: set[str], args: argparse.Namespace) -> int:
         runtime.add(component)
     # every role serves HTTP: the api role the whole API, the others /healthz, /readyz and /metrics for probes
     app = create_app(runtime) if "api" in roles else create_ops_app(runtime)
+    grace = settings.shutdown_grace_s
     config = uvicorn.Config(
         app,
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        # HTTP connections get a quarter of the grace period to finish; the runtime's drain gets the rest
+        timeout_graceful_shutdown=max(1, int(grace * HTTP_DRAIN_SHARE)),
         lifespan="on",
     )
-    uvicorn.Server(config).run()
+    _GracefulServer(config, runtime, grace).run()
     return 0
+
+
+HTTP_DRAIN_SHARE = 0.25
+EXIT_MARGIN_S = 0.5  # kept back from the grace period for the interpreter to exit after the runtime stopped
+
+
+class _GracefulServer:
+    """uvicorn's server with one deadline for the whole shutdown.
+
+    On the first SIGTERM/SIGINT: the runtime reports not ready and ends open alert streams (`begin_shutdown`),
+    uvicorn stops accepting and drains HTTP, then the lifespan stops the runtime against the same deadline
+    (`RMAD_SHUTDOWN_GRACE_S` after the signal). A watchdog thread ends the process at the deadline whatever is
+    still running (a broker that never answers a flush), so an orchestrator never has to SIGKILL it.
+    """
+
+    def __init__(self, config: Any, runtime: Runtime, grace_s: float) -> None:
+        import uvicorn
+
+        outer = self
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                outer.on_signal(sig)
+                super().handle_exit(sig, frame)
+
+        self.server = Server(config)
+        self.runtime = runtime
+        self.grace_s = grace_s
+        self.deadline: float | None = None
+
+    def on_signal(self, sig: int) -> None:
+        if self.deadline is not None:
+            return
+        self.deadline = time.monotonic() + self.grace_s
+        logging.getLogger("rmad").info("signal %d: shutting down within %.1f s", sig, self.grace_s)
+        self.runtime.stop_deadline = self.deadline - EXIT_MARGIN_S
+        try:  # the handler runs on the loop's thread, between two callbacks: defer the work to the loop
+            asyncio.get_running_loop().call_soon_threadsafe(self.runtime.begin_shutdown)
+        except RuntimeError:
+            self.runtime.begin_shutdown()
+        threading.Thread(target=self._watchdog, name="shutdown-watchdog", daemon=True).start()
+
+    def _watchdog(self) -> None:
+        assert self.deadline is not None
+        time.sleep(max(0.0, self.deadline - time.monotonic()))
+        logging.getLogger("rmad").error("shutdown took longer than %.1f s: exiting now", self.grace_s)
+        logging.shutdown()
+        os._exit(3)
+
+    def run(self) -> None:
+        self.server.run()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -17,6 +18,16 @@ from service.settings import Settings
 from service.state import StateStore, make_state
 
 log = logging.getLogger(__name__)
+
+_MIN_STEP_S = 0.5  # a component whose share of the grace period is spent still gets this long to close
+
+
+def _detail(c: Component) -> str:
+    """The component's last health detail (what it did: events published, windows scored), for the stop log."""
+    try:
+        return c.health().detail
+    except Exception as exc:
+        return f"health raised {exc!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +57,8 @@ class Runtime:
     state: StateStore
     components: list[Component] = field(default_factory=list)
     started: bool = False
+    stopping_since: float | None = None  # time.monotonic() of begin_shutdown; readiness is false from then on
+    stop_deadline: float | None = None  # set by the CLI at SIGTERM: the time.monotonic() by which stop must end
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -63,19 +76,57 @@ class Runtime:
             await asyncio.wait_for(self.bus.create_topics(standard_topics(self.settings)), 10)
         except Exception as exc:
             log.warning("could not create topics yet (%s); components will retry", exc)
+        self.stopping_since = None
         for c in self.components:
             await c.start()
         self.started = True
 
-    async def stop(self) -> None:
+    def begin_shutdown(self) -> None:
+        """The process got SIGTERM: report not ready at once (so load balancers stop routing here) and tell the
+        components that can end long-lived work early (open alert streams) to do so, before `stop` runs.
+
+        Why separate from `stop`: the HTTP server drains its connections before the lifespan stops the runtime, and
+        an open WebSocket/SSE stream would hold that drain for its whole timeout.
+        """
+        if self.stopping_since is not None:
+            return
+        self.stopping_since = time.monotonic()
+        for c in self.components:
+            begin = getattr(c, "begin_stop", None)
+            if callable(begin):
+                try:
+                    begin()
+                except Exception:
+                    log.exception("component %s failed to begin stopping", c.name)
+
+    async def stop(self, deadline: float | None = None) -> None:
+        """Stop every component (last started first), then close the bus and the state store.
+
+        One budget for the whole process: `deadline` (a time.monotonic() value; default now + RMAD_SHUTDOWN_GRACE_S)
+        is shared by all components, so N components never take N grace periods. A component that overruns its
+        share is cancelled and logged; the ones after it still get their turn (at least `_MIN_STEP_S` each).
+        """
+        self.begin_shutdown()
+        t0 = time.monotonic()
+        if deadline is None:
+            deadline = self.stop_deadline or t0 + self.settings.shutdown_grace_s
         for c in reversed(self.components):
+            step = time.monotonic()
+            budget = max(_MIN_STEP_S, deadline - step)
             try:
-                await asyncio.wait_for(c.stop(), self.settings.shutdown_grace_s)
+                await asyncio.wait_for(c.stop(), budget)
+                log.info("stopped %s in %.2f s: %s", c.name, time.monotonic() - step, _detail(c))
+            except TimeoutError:
+                log.error("component %s did not stop within %.1f s; cancelled", c.name, budget)
             except Exception:
                 log.exception("component %s did not stop cleanly", c.name)
-        await self.bus.close()
-        await self.state.close()
+        for part, closer in (("bus", self.bus.close), ("state", self.state.close)):
+            try:
+                await asyncio.wait_for(closer(), max(_MIN_STEP_S, deadline - time.monotonic()))
+            except Exception as exc:
+                log.warning("closing the %s: %r", part, exc)
         self.started = False
+        log.info("runtime stopped in %.2f s", time.monotonic() - t0)
 
     async def readiness(self) -> dict[str, Health]:
         """Ask the bus, the state store and each component whether they can do their job now."""
@@ -95,6 +146,8 @@ class Runtime:
             except Exception as exc:
                 return Health(False, f"{self.state.kind}: {exc}")
 
+        if self.stopping_since is not None:
+            out["shutdown"] = Health(False, f"shutting down for {time.monotonic() - self.stopping_since:.1f} s")
         out["bus"], out["state"] = await asyncio.gather(probe_bus(), probe_state())
         for c in self.components:
             try:

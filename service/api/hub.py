@@ -22,6 +22,9 @@ from service.runtime import Health
 log = logging.getLogger(__name__)
 
 
+SHUTDOWN_REASON = "server shutting down"
+
+
 class SubscriberCut(Exception):
     """The server disconnected this subscriber; `reason` says why (sent to it before closing)."""
 
@@ -140,7 +143,13 @@ class AlertHub:
                 await self._task
             self._task = None
         for sub in list(self.subscribers):
-            sub.cut("server shutting down")
+            sub.cut(f"{SHUTDOWN_REASON}; {sub.resume_hint()}")
+
+    def begin_stop(self) -> None:
+        """SIGTERM (Runtime.begin_shutdown): end every open stream now, each told how to resume elsewhere, so the
+        HTTP server's drain does not wait on long-lived streams."""
+        for sub in list(self.subscribers):
+            sub.cut(f"{SHUTDOWN_REASON}; {sub.resume_hint()}")
 
     def health(self) -> Health:
         if not self.running:

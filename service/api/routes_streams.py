@@ -27,7 +27,7 @@ from fastapi.responses import StreamingResponse
 from service.api.alertlog import AlertFilter, LogEntry
 from service.api.auth import AuthError, Principal, Scope, authenticate, presented_key, require
 from service.api.context import ApiContext, api_context
-from service.api.hub import SubscriberCut, Subscription, backlog
+from service.api.hub import SHUTDOWN_REASON, SubscriberCut, Subscription, backlog
 from service.api.metrics import STREAM_CUT, STREAM_SENT, SUBSCRIBERS
 from service.api.models import Name, Problem
 from service.api.routes_alerts import AUTH_RESPONSES
@@ -36,6 +36,7 @@ from service.schemas.scoring import AnomalyType, Severity
 router = APIRouter(prefix="/v1", tags=["streams"])
 
 WS_CLOSE_SLOW = 4008
+WS_CLOSE_RESTART = 1012  # service restart: the server is shutting down; reconnect with last_id
 WS_CLOSE_UNAUTHORIZED = 4401
 WS_CLOSE_FORBIDDEN = 4403
 WS_CLOSE_NOT_FOUND = 4404
@@ -156,7 +157,8 @@ async def alerts_stream(
             exc = pump.exception()
             if isinstance(exc, SubscriberCut):
                 STREAM_CUT.labels(transport="ws", reason="slow" if "slow" in exc.reason else "server").inc()
-                await _close_with(websocket, WS_CLOSE_SLOW, exc.reason)
+                code = WS_CLOSE_RESTART if exc.reason.startswith(SHUTDOWN_REASON) else WS_CLOSE_SLOW
+                await _close_with(websocket, code, exc.reason)
     finally:
         for t in (pump, watcher):
             t.cancel()
