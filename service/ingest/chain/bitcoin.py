@@ -113,16 +113,16 @@ def _parse_tx(tx: Any, number: int, bhash: str, time_ms: int, now: int, index: i
         if not isinstance(i, dict):
             raise ValueError(f"vin {j} is not an object")
         if "coinbase" in i:
-            inputs.append(TxInput.model_construct())
+            inputs.append(TxInput())
             continue
         prev = i.get("prevout")
         if prev is None:
             has_prevouts = False
-            inputs.append(TxInput.model_construct(txid=_hex64(i.get("txid"), "vin.txid"), vout=int(i["vout"])))
+            inputs.append(TxInput(txid=_hex64(i.get("txid"), "vin.txid"), vout=int(i["vout"])))
             continue
         addr, _ = _script_address(prev.get("scriptPubKey"))
         inputs.append(
-            TxInput.model_construct(
+            TxInput(
                 txid=_hex64(i.get("txid"), "vin.txid"),
                 vout=int(i["vout"]),
                 address=addr,
@@ -137,9 +137,7 @@ def _parse_tx(tx: Any, number: int, bhash: str, time_ms: int, now: int, index: i
         n = o.get("n")
         if not isinstance(n, int):
             raise ValueError(f"vout {j}: n is not an integer")
-        outputs.append(
-            TxOutput.model_construct(n=n, address=addr, value=sats(o.get("value"), f"vout {j} value"), script_type=kind)
-        )
+        outputs.append(TxOutput(n=n, address=addr, value=sats(o.get("value"), f"vout {j} value"), script_type=kind))
     total_out = sum(o.value for o in outputs)
     coinbase = inputs[0].txid is None
     fee: int | None
@@ -153,8 +151,8 @@ def _parse_tx(tx: Any, number: int, bhash: str, time_ms: int, now: int, index: i
         fee = sats(tx["fee"], "fee") if "fee" in tx else None
     size = tx.get("size", 0)
     first = next((i.address for i in inputs if i.address), None) or next((o.address for o in outputs if o.address), "")
-    # every field was checked above: skip pydantic's second validation pass (the hot path of ingest)
-    return ChainTx.model_construct(
+    # pydantic validates again in Rust: cheaper than model_construct, which runs in Python
+    return ChainTx(
         chain=Chain.BITCOIN,
         address=first or "",
         role="sender",

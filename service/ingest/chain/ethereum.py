@@ -131,8 +131,8 @@ def _parse_tx(
     status = None if status_raw is None else qty(status_raw, "receipt.status")  # pre-Byzantium: root, no status
     created = r.get("contractAddress")
     contract = address(created, "contractAddress") if (to is None and created is not None) else None
-    # every field was checked above: skip pydantic's second validation pass (the hot path of ingest)
-    return ChainTx.model_construct(
+    # pydantic validates again in Rust: cheaper than model_construct, which runs in Python
+    return ChainTx(
         chain=Chain.ETHEREUM,
         address=frm,
         role="sender",
