@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import gzip
 import json
@@ -991,8 +992,10 @@ class SimulatorSource:
         self._task: asyncio.Task[None] | None = None
         self._error = ""
         self.events_published = 0
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
+        self._stopping.clear()
         self._producer = self._bus.producer()
         await self._producer.start()
         self.publisher = MarketPublisher(self._producer, self._settings)
@@ -1022,7 +1025,7 @@ class SimulatorSource:
         last_flush = wall0
         max_chunk_ms = max(self.cfg.step_ms, int(1000 * max(1.0, self.speed) / 4))  # ~0.25 s of wall time
         try:
-            while True:
+            while not self._stopping.is_set():  # stop() lets the chunk in hand finish, so it is sent whole
                 now_ms = int(time.time() * 1000)
                 target = self.target_ms(time.monotonic() - wall0, now_ms)
                 target = min(target, sim.t_ms + max_chunk_ms)
@@ -1047,12 +1050,16 @@ class SimulatorSource:
             self._error = f"{type(exc).__name__}: {exc}"
 
     async def stop(self) -> None:
+        """Stop simulating after the chunk in hand (at most ~0.25 s of wall time of events), then flush and close
+        the producer: every event counted in `events_published` is in the topics when this returns."""
+        self._stopping.set()
         if self._task is not None and not self._task.done():
-            self._task.cancel()
             try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+                await asyncio.wait_for(asyncio.shield(self._task), 5.0)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
         if self._producer is not None:
             await self._producer.stop()
 
