@@ -202,6 +202,7 @@ class TapeFollower(TopicFollower):
         self.interval = settings.api_tape_interval_ms
         self.maxlen = settings.api_tape_per_key
         self._open: dict[str, _Bucket] = {}
+        self._trade_keys: set[str] = set()  # keys with trades: their exchange bars would duplicate the tape
         self._last_ingest: dict[str, int | float] = {}
 
     async def _write(self, key: str, b: _Bucket) -> None:
@@ -220,13 +221,15 @@ class TapeFollower(TopicFollower):
                 key = f"{ev['venue']}:{ev['symbol']}"
                 if kind == "trade":
                     t_ms, price, size = int(ev["event_time_ms"]), float(ev["price"]), float(ev["size"])
+                    if key not in self._trade_keys and len(self._trade_keys) < 100_000:
+                        self._trade_keys.add(key)
                     await self._trade(key, t_ms, price, size)
                     if self.on_trade is not None:
                         try:
                             self.on_trade(key, t_ms, price, size, ev.get("side") == "buy")
                         except Exception as exc:  # the live scoring context must never stop the tape
                             log.debug("live market context for %s: %s", key, exc)
-                elif kind == "bar":
+                elif kind == "bar" and key not in self._trade_keys:
                     vol = float(ev["volume"])
                     b = _Bucket(int(ev["open_time_ms"]), float(ev["open"]), float(ev["high"]), float(ev["low"]),
                                 float(ev["close"]), vol)  # fmt: skip

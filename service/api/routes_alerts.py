@@ -166,6 +166,7 @@ async def tape(
         TapeBar(t=int(f["t"]), o=float(f["o"]), h=float(f["h"]), l=float(f["l"]), c=float(f["c"]), v=float(f["v"]))
         for _, f in reversed(rows)
     ]
+    bars.sort(key=lambda b: b.t)  # a late bar is appended late; the chart wants time order
     return TapeOut(key=key, bars=bars)
 
 

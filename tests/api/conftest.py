@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,11 +110,19 @@ def api_settings(redis_url: str, unique: str, **overrides: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def harness(settings: Settings, *, serve: bool = False, components: bool = True) -> AsyncIterator[Harness]:
+async def harness(
+    settings: Settings,
+    *,
+    serve: bool = False,
+    components: bool = True,
+    before_start: Callable[[Runtime], None] | None = None,
+) -> AsyncIterator[Harness]:
     runtime = Runtime.from_settings(settings)
     if components:
         for c in build({"api"}, runtime, argparse.Namespace()):
             runtime.add(c)
+    if before_start is not None:
+        before_start(runtime)
     app = create_app(runtime, manage_runtime=False)
     await runtime.start()
     ctx = context_for(runtime)
