@@ -36,13 +36,24 @@ class ChainSettings(BaseModel):
     chain_btc_poll_s: float = Field(
         default=30.0, gt=0, description="also ask getbestblockhash this often: ZMQ drops messages silently"
     )
+    chain_btc_reorg_depth: int = Field(
+        default=12,
+        ge=2,
+        le=1000,
+        description="Bitcoin blocks kept to find a fork point (a verbose block is megabytes; reorgs are 1-2 deep)",
+    )
     chain_btc_getblock_verbosity: Literal[2, 3] = Field(
         default=3, description="3 returns prevouts (Core >= 23), needed for sender addresses and values"
     )
 
     # --- shared
     chain_reorg_depth: int = Field(
-        default=64, ge=2, le=10_000, description="recent block hashes kept to find a fork point (N)"
+        default=64, ge=2, le=10_000, description="Ethereum blocks kept to find a fork point and retract (N)"
+    )
+    chain_max_io_per_event: int = Field(
+        default=64,
+        ge=1,
+        description="a Bitcoin tx with more inputs + outputs is published per address with only that address's",
     )
     chain_backfill_batch: int = Field(default=16, ge=1, le=1000, description="blocks fetched concurrently")
     chain_request_timeout_s: float = Field(default=30.0, gt=0)
@@ -86,12 +97,15 @@ class ChainSettings(BaseModel):
     def _chain_consistent(self) -> ChainSettings:
         if (self.chain_btc_rpc_url is None) != (self.chain_btc_zmq_url is None):
             raise ValueError("RMAD_CHAIN_BTC_RPC_URL and RMAD_CHAIN_BTC_ZMQ_URL must be set together")
-        deepest = max(self.chain_eth_confirmations, self.chain_btc_confirmations)
-        if self.chain_reorg_depth <= deepest:
-            raise ValueError(
-                f"RMAD_CHAIN_REORG_DEPTH ({self.chain_reorg_depth}) must exceed the confirmations ({deepest}): "
-                "blocks are kept until their txs are final"
-            )
+        for name, depth, confirmations in (
+            ("RMAD_CHAIN_REORG_DEPTH", self.chain_reorg_depth, self.chain_eth_confirmations),
+            ("RMAD_CHAIN_BTC_REORG_DEPTH", self.chain_btc_reorg_depth, self.chain_btc_confirmations),
+        ):
+            if depth <= confirmations:
+                raise ValueError(
+                    f"{name} ({depth}) must exceed the confirmations ({confirmations}): "
+                    "blocks are kept until their txs are final"
+                )
         return self
 
     @property

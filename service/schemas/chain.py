@@ -98,6 +98,10 @@ class ChainTx(BaseModel):
     method: str | None = Field(default=None, description="4-byte selector 0x........ of the call data, if any")
     inputs: tuple[TxInput, ...] = ()
     outputs: tuple[TxOutput, ...] = ()
+    io_truncated: bool = Field(
+        default=False,
+        description="a large Bitcoin tx's per-address record keeps only this address's inputs and outputs",
+    )
 
     @property
     def key(self) -> str:
@@ -153,6 +157,7 @@ class ChainTx(BaseModel):
                 {"n": o.n, "address": o.address, "value": str(o.value), "script_type": o.script_type}
                 for o in self.outputs
             ],
+            "io_truncated": self.io_truncated,
         }
 
     @classmethod

@@ -38,7 +38,7 @@ def follower_config(settings: Settings, chain: Chain) -> FollowerConfig:
     return FollowerConfig(
         chain=chain,
         confirmations=settings.chain_eth_confirmations if eth else settings.chain_btc_confirmations,
-        reorg_depth=settings.chain_reorg_depth,
+        reorg_depth=settings.chain_reorg_depth if eth else settings.chain_btc_reorg_depth,
         backfill_batch=settings.chain_backfill_batch,
         start_block=settings.chain_eth_start_block if eth else settings.chain_btc_start_block,
         poll_s=30.0 if eth else settings.chain_btc_poll_s,
@@ -82,7 +82,12 @@ def build_chain_components(runtime: Runtime, args: argparse.Namespace) -> list[C
     nodes = chain_nodes(settings)
     if not nodes:
         return []
-    publisher = ChainPublisher(runtime.bus.producer(), settings.topic_chain, settings.topic_dead_letters)
+    publisher = ChainPublisher(
+        runtime.bus.producer(),
+        settings.topic_chain,
+        settings.topic_dead_letters,
+        max_io_per_event=settings.chain_max_io_per_event,
+    )
     out: list[Component] = [_ProducerOwner(publisher)]
     for node in nodes:
         out.append(ChainFollower(node, publisher, runtime.state, follower_config(settings, node.chain)))

@@ -21,9 +21,10 @@ from service.schemas.chain import ChainTx, involved_addresses
 
 
 class ChainPublisher:
-    def __init__(self, producer: Producer, topic: str, dead_letter_topic: str) -> None:
+    def __init__(self, producer: Producer, topic: str, dead_letter_topic: str, *, max_io_per_event: int = 64) -> None:
         self.producer = producer
         self.topic = topic
+        self.max_io_per_event = max_io_per_event
         self.dead_letters = DeadLetterWriter(producer, dead_letter_topic)
         self.events = 0
         self._counters: dict[tuple[str, str], Counter] = {}
@@ -34,10 +35,20 @@ class ChainPublisher:
         chain = d["chain"]
         d["kind"] = kind
         n = 0
+        # an exchange payout with hundreds of outputs would otherwise be copied whole into hundreds of records
+        trim = len(tx.inputs) + len(tx.outputs) > self.max_io_per_event
         for address, role in involved_addresses(tx):
-            d["address"] = address
-            d["role"] = role
-            await self.producer.send(self.topic, orjson.dumps(d), key=f"{chain}:{address}".encode())
+            rec = d
+            if trim:
+                rec = dict(
+                    d,
+                    inputs=[i for i in d["inputs"] if i["address"] == address],
+                    outputs=[o for o in d["outputs"] if o["address"] == address],
+                    io_truncated=True,
+                )
+            rec["address"] = address
+            rec["role"] = role
+            await self.producer.send(self.topic, orjson.dumps(rec), key=f"{chain}:{address}".encode())
             n += 1
         d["kind"] = "tx"
         self.events += n

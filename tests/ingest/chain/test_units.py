@@ -333,3 +333,43 @@ def test_chain_settings_refuse_bad_values() -> None:
         load_settings(chain_btc_rpc_url="http://u:p@h:8332")
     with pytest.raises(SettingsError, match="REORG_DEPTH"):
         load_settings(chain_reorg_depth=4)
+    with pytest.raises(SettingsError, match="RMAD_CHAIN_BTC_REORG_DEPTH"):
+        load_settings(chain_btc_reorg_depth=2)
+
+
+async def test_large_bitcoin_tx_is_trimmed_per_address() -> None:
+    from service.bus.base import TopicSpec
+    from service.bus.memory import MemoryBus
+    from service.ingest.chain.publisher import ChainPublisher
+
+    outputs = tuple(TxOutput(n=i, address=f"r{i}", value=1000 + i) for i in range(70))
+    tx = ChainTx(
+        chain=Chain.BITCOIN,
+        address="s",
+        tx_hash="t" * 64,
+        tx_index=1,
+        block_number=5,
+        block_hash="b" * 64,
+        time_ms=1,
+        ingest_time_ms=1,
+        value=sum(o.value for o in outputs),
+        fee=100,
+        inputs=(TxInput(txid="p" * 64, vout=0, address="s", value=sum(o.value for o in outputs) + 100),),
+        outputs=outputs,
+    )
+    bus = MemoryBus(default_partitions=2)
+    await bus.create_topics([TopicSpec("c", 2)])
+    producer = bus.producer()
+    await producer.start()
+    body = await ChainPublisher(producer, "c", "d", max_io_per_event=64).publish_tx(tx)
+    assert len(body["outputs"]) == 70 and not body["io_truncated"], "the stored body stays whole"
+    consumer = bus.consumer(["c"], group_id="g")
+    await consumer.start()
+    recs = await consumer.getmany(timeout_ms=200)
+    await consumer.stop()
+    events = [ChainTx.decode(r.value) for r in recs]
+    assert len(events) == 71
+    for e in events:
+        assert e.io_truncated and e.value == tx.value
+        assert all(o.address == e.address for o in e.outputs) and all(i.address == e.address for i in e.inputs)
+    assert {e.address: len(e.outputs) for e in events}["r7"] == 1
