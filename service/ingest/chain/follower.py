@@ -84,6 +84,7 @@ class ChainFollower:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._connected = False
+        self._synced_since_connect = False
         self._node_head: int | None = None
         self._last_error = ""
         self._rng = random.Random()
@@ -169,6 +170,7 @@ class ChainFollower:
             attempt = 0
             while not self._stop.is_set():
                 try:
+                    self._synced_since_connect = False
                     await self._until_stop(self.node.connect())
                     self._connected = True
                     metrics.CONNECTED.labels(self.chain.value).set(1)
@@ -190,6 +192,8 @@ class ChainFollower:
                         await self.node.close()
                 if self._stop.is_set():
                     break
+                if self._synced_since_connect:  # it worked for a while: retry quickly again
+                    attempt = 0
                 try:
                     await self._backoff(attempt)
                 except _Stopping:
@@ -211,6 +215,7 @@ class ChainFollower:
             try:
                 await self._sync(target)
                 attempt = 0
+                self._synced_since_connect = True
                 self.synced.set()
             except (MalformedResponse, _DeadLettered) as err:
                 if isinstance(err, MalformedResponse):
