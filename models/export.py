@@ -22,7 +22,7 @@ from models.rmad.train import Trained
 
 log = logging.getLogger(__name__)
 
-OPSET = 18
+OPSET = 20
 
 
 def _export_dynamo(model: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path) -> None:

@@ -75,7 +75,7 @@ class RMADConfig:
     gate_epochs: int = 200
     lr_gate: float = 1e-2
     outlier_margin: float = 1.0  # hinge margin pushing anomalous (real + synthetic) scores up, in branch-std units
-    outlier_weight: float = 0.5
+    outlier_weight: float = 0.2
     max_train_windows: int | None = None  # subsample normal windows per epoch (None = all)
     threads: int | None = None  # torch intra-op threads during training (None = torch default)
 

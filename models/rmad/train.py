@@ -125,8 +125,13 @@ def _epoch_indices(n: int, cfg: RMADConfig, rng: np.random.Generator) -> np.ndar
 
 
 def _hinge(s_anom: torch.Tensor, s_norm: torch.Tensor, margin: float) -> torch.Tensor:
-    """Outlier exposure: anomalous scores should exceed (1 + margin) x the batch's mean normal score."""
-    return F.relu((1.0 + margin) * s_norm.mean().detach() - s_anom).mean()
+    """Outlier exposure: anomalous scores should exceed (1 + margin) x the batch's mean normal score.
+
+    The hinge is on the log ratio, so its pull fades as anomalous scores grow: a plain difference kept pushing
+    them apart without bound and dragged the normal scores along (a runaway seen in the clustering branch).
+    """
+    ratio = torch.log(s_anom + 1e-8) - torch.log(s_norm.mean().detach() + 1e-8)
+    return F.relu(np.log1p(margin) - ratio).mean()
 
 
 def _train_vae(
@@ -202,15 +207,19 @@ def _train_tc(
     na = max(1, cfg.batch_size // 4)
     total = cfg.trans_warmup_epochs + cfg.trans_epochs
 
-    def losses(x: torch.Tensor, clustering: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def losses(
+        x: torch.Tensor, clustering: bool, anomalous: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        # anomalous windows push their embeddings away from the centres, never the centres away from them
+        mu = centres.detach() if anomalous else centres
         g = tc.encode(x)
         rec = (tc.reconstruct(g) - x).abs().mean((1, 2)) if cfg.use_trans else torch.zeros(len(x))
         e = tc.embed(g)
         emb_rec = (tc.emb_decoder(e).view_as(x) - x).abs().mean((1, 2))
         if clustering and cfg.use_clust:
-            post, prior = tc.assignment(g, e, centres)
-            s_c = ((e - post @ centres) ** 2).sum(1)
-            d2 = ((e.unsqueeze(1) - centres.unsqueeze(0)) ** 2).sum(2)
+            post, prior = tc.assignment(g, e, mu)
+            s_c = ((e - post @ mu) ** 2).sum(1)
+            d2 = ((e.unsqueeze(1) - mu.unsqueeze(0)) ** 2).sum(2)
             q = torch.softmax(-0.5 * d2 / cfg.cluster_temp, dim=1).detach()
             kl_k = (q * (torch.log(q + 1e-8) - torch.log(prior + 1e-8))).sum(1)
         else:
@@ -234,7 +243,7 @@ def _train_tc(
             loss = rec.mean() + emb_rec.mean() + CLUSTER_WEIGHT * s_c.mean() + kl_k.mean()
             oe = torch.zeros(())
             if len(xa):
-                ra, _, sa, _ = losses(xa[rng.integers(0, len(xa), na)], clustering)
+                ra, _, sa, _ = losses(xa[rng.integers(0, len(xa), na)], clustering, anomalous=True)
                 if cfg.use_trans:
                     oe = oe + _hinge(ra, rec, cfg.outlier_margin)
                 if clustering and cfg.use_clust:

@@ -36,30 +36,33 @@ def mlp(widths: tuple[int, ...], last_act: bool = False) -> nn.Sequential:
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
+    """Multi-head self-attention on token rows [B*N, C] (2-D so every projection exports as one Gemm)."""
+
+    def __init__(self, dim: int, heads: int, n: int) -> None:
         super().__init__()
         self.heads = heads
+        self.n = n
         self.dh = dim // heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.scale = 1.0 / math.sqrt(self.dh)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, self.dh).permute(2, 0, 3, 1, 4)
+        d = x.shape[1]
+        qkv = self.qkv(x).reshape(-1, self.n, 3, self.heads, self.dh).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # [B, H, N, dh]
         att = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)
-        out = (att @ v).transpose(1, 2).reshape(b, n, d)
+        out = (att @ v).transpose(1, 2).reshape(-1, d)
         return self.proj(out)
 
 
 class EncoderLayer(nn.Module):
-    """Pre-LN Transformer encoder layer: x + MHA(LN(x)); x + FFN(LN(x)) with GELU."""
+    """Pre-LN Transformer encoder layer on token rows [B*N, C]: x + MHA(LN(x)); x + FFN(LN(x)) with GELU."""
 
-    def __init__(self, dim: int, heads: int, ffn: int) -> None:
+    def __init__(self, dim: int, heads: int, ffn: int, n: int) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = SelfAttention(dim, heads)
+        self.attn = SelfAttention(dim, heads, n)
         self.norm2 = nn.LayerNorm(dim)
         self.ff1 = nn.Linear(dim, ffn)
         self.ff2 = nn.Linear(ffn, dim)
@@ -81,7 +84,8 @@ class TransformerClustering(nn.Module):
         self.global_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos = nn.Parameter(torch.randn(1, self.n_tokens + 1, dim) * 0.02)
         self.layers = nn.ModuleList(
-            EncoderLayer(dim, cfg.n_heads, cfg.ffn_dim) for _ in range(cfg.n_layers if cfg.use_trans else 0)
+            EncoderLayer(dim, cfg.n_heads, cfg.ffn_dim, self.n_tokens + 1)
+            for _ in range(cfg.n_layers if cfg.use_trans else 0)
         )
         self.norm = nn.LayerNorm(dim)
         self.decoder = nn.Linear(dim, cfg.d)  # s_trans: linear decoder from the global token
@@ -93,15 +97,16 @@ class TransformerClustering(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, F] -> global token [B, 160] after the encoder (mean of tokens when the encoder is ablated)."""
-        b = x.shape[0]
-        t = x.reshape(b, self.n_tokens, self.cfg.patch * self.cfg.n_features)
-        tokens = torch.cat([self.mlp_data(t), self.mlp_rho(t)], dim=2)
+        n, dim = self.n_tokens, self.cfg.token_dim
+        t = x.reshape(-1, self.cfg.patch * self.cfg.n_features)  # token rows [B*N, P*F]
+        tokens = torch.cat([self.mlp_data(t), self.mlp_rho(t)], dim=1).reshape(-1, n, dim)
         if len(self.layers) == 0:
             return self.norm(tokens.mean(1) + self.global_token[:, 0])
-        h = torch.cat([self.global_token.expand(b, -1, -1), tokens], dim=1) + self.pos
+        h = torch.cat([self.global_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + self.pos
+        h = h.reshape(-1, dim)
         for layer in self.layers:
             h = layer(h)
-        return self.norm(h[:, 0])
+        return self.norm(h.reshape(-1, n + 1, dim)[:, 0])
 
     def reconstruct(self, g: torch.Tensor) -> torch.Tensor:
         return self.decoder(g).view(-1, self.cfg.window, self.cfg.n_features)
