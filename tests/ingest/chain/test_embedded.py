@@ -32,7 +32,13 @@ async def _read_all(bus: MemoryBus, topic: str) -> list[dict[str, object]]:
 
 
 def _follower(
-    node: FakeEthNode, bus: MemoryBus, state: MemoryState, *, confirmations: int = 3, reorg_depth: int = 8
+    node: FakeEthNode,
+    bus: MemoryBus,
+    state: MemoryState,
+    *,
+    confirmations: int = 3,
+    reorg_depth: int = 8,
+    backoff_initial_s: float = 0.02,
 ) -> ChainFollower:
     cfg = FollowerConfig(
         Chain.ETHEREUM,
@@ -41,8 +47,8 @@ def _follower(
         backfill_batch=3,
         start_block=1,
         poll_s=0.3,
-        backoff_initial_s=0.02,
-        backoff_max_s=0.1,
+        backoff_initial_s=backoff_initial_s,
+        backoff_max_s=max(0.1, backoff_initial_s),
     )
     producer = bus.producer()
     return ChainFollower(EthereumNode(node.url, timeout_s=2), ChainPublisher(producer, "chain.txs", "dlq"), state, cfg)
@@ -98,3 +104,45 @@ async def test_reorg_deeper_than_the_window_is_counted_and_followed() -> None:
         await node.stop()
     assert deep._value.get() > before
     assert f.window.tip is not None and f.window.tip.hash == fc.tip.hash
+
+
+async def test_crash_before_the_checkpoint_republishes_that_block_only() -> None:
+    """A crash between the acknowledged publish and the checkpoint write: at-least-once, never a skipped block."""
+    import asyncio
+
+    fc = FakeChain("eth", seed=33)
+    fc.mine(8)
+    node = FakeEthNode(fc)
+    await node.start()
+    bus, state = MemoryBus(default_partitions=2), MemoryState()
+    await bus.create_topics([TopicSpec("chain.txs", 2), TopicSpec("dlq", 1)])
+    f = _follower(node, bus, state, backoff_initial_s=5.0)
+    await f.publisher.producer.start()
+    real = f.store.set_checkpoint
+    crashed = asyncio.Event()
+
+    async def crash_at_5(ref: BlockRef | None) -> None:
+        if ref is not None and ref.number == 5:
+            crashed.set()
+            raise ConnectionError("redis went away")
+        await real(ref)
+
+    f.store.set_checkpoint = crash_at_5  # type: ignore[method-assign]
+    await f.start()
+    await asyncio.wait_for(crashed.wait(), 10)
+    assert f._task is not None
+    f._task.cancel()  # the process dies during its backoff
+    f2 = _follower(node, bus, state)  # a new process, same Redis and topic
+    await f2.publisher.producer.start()
+    await f2.start()
+    try:
+        await eventually(lambda: f2.tip == BlockRef(fc.tip.number, fc.tip.hash), what="sync after the crash")
+    finally:
+        await f2.stop()
+        await node.stop()
+    events = await _read_all(bus, "chain.txs")
+    per_block = Counter(e["block_number"] for e in events)
+    expected = Counter(t.block_number for t in fc.expected_txs() for _ in involved_addresses(t))
+    assert set(per_block) == set(expected), "no block skipped"
+    for n, count in per_block.items():
+        assert count == expected[n] * (2 if n == 5 else 1), n

@@ -373,3 +373,54 @@ async def test_large_bitcoin_tx_is_trimmed_per_address() -> None:
         assert e.io_truncated and e.value == tx.value
         assert all(o.address == e.address for o in e.outputs) and all(i.address == e.address for i in e.inputs)
     assert {e.address: len(e.outputs) for e in events}["r7"] == 1
+
+
+def _eth_tx_strategy() -> Any:
+    from hypothesis import strategies as st
+
+    addr = st.sampled_from([f"0x{i:040x}" for i in range(6)])
+    return st.builds(
+        lambda i, frm, to, value, t, status, create: ChainTx(
+            chain=Chain.ETHEREUM,
+            address=frm,
+            tx_hash=f"0x{i:064x}",
+            tx_index=0,
+            block_number=1,
+            block_hash="0xb",
+            time_ms=t,
+            ingest_time_ms=0,
+            from_address=frm,
+            to_address=None if create else to,
+            contract_address=f"0x{i + 100:040x}" if create else None,
+            value=value,
+            status=status,
+        ),
+        st.integers(0, 10**9),
+        addr,
+        addr,
+        st.one_of(st.just(0), st.integers(1, 10**6), st.integers(10**17, 2**96)),
+        st.integers(1_700_000_000_000, 1_700_000_000_000 + 3 * 86_400_000),  # out of order, as Bitcoin's can be
+        st.sampled_from([1, 1, 1, 0, None]),
+        st.booleans(),
+    )
+
+
+def test_incremental_twin_equals_recomputation_for_any_sequence() -> None:
+    """Any transaction sequence (huge and zero values, reverts, creations, self-sends, times out of order)."""
+    import asyncio
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(_eth_tx_strategy(), min_size=1, max_size=40, unique_by=lambda t: t.tx_hash))
+    def check(txs: list[ChainTx]) -> None:
+        async def run() -> None:
+            state = MemoryState()
+            await apply_transactions(state, txs)
+            for addr, feats in features_from_transactions(txs).items():
+                assert await address_features(state, "ethereum", addr) == feats
+
+        asyncio.run(run())
+
+    check()
