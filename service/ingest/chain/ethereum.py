@@ -127,6 +127,9 @@ def _parse_tx(
     gas_used = qty(r.get("gasUsed"), "receipt.gasUsed")
     price_raw = r.get("effectiveGasPrice", t.get("gasPrice"))
     fee = gas_used * qty(price_raw, "effectiveGasPrice") if price_raw is not None else None
+    blob_gas = r.get("blobGasUsed")  # EIP-4844 blob transactions also pay for blob gas
+    if fee is not None and blob_gas is not None:
+        fee += qty(blob_gas, "receipt.blobGasUsed") * qty(r.get("blobGasPrice"), "receipt.blobGasPrice")
     status_raw = r.get("status")
     status = None if status_raw is None else qty(status_raw, "receipt.status")  # pre-Byzantium: root, no status
     created = r.get("contractAddress")

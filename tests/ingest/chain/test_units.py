@@ -142,6 +142,16 @@ def test_ethereum_malformed_blocks_name_the_reason(mutate: Any, reason: str) -> 
     assert exc.value.raw
 
 
+def test_ethereum_blob_transaction_fee_includes_blob_gas() -> None:
+    node, fc = _eth_fake()
+    b = fc.canonical[1]
+    blk, rc = node._block(b, True), node._receipts(b)
+    rc[0].update(blobGasUsed=hex(131072), blobGasPrice=hex(3))
+    block = ethereum.parse_block(blk, rc)
+    t = b.txs[0]
+    assert block.txs[0].fee == t.gas_used * t.price + 131072 * 3
+
+
 def test_ethereum_pre_byzantium_receipt_and_creation() -> None:
     node, fc = _eth_fake()
     b = fc.canonical[1]
