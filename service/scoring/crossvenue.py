@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from service.scoring.alerts import STABLECOINS, base_quote, split_key
 
+MIN_STD_BPS = 1.0  # a basis never has less noise than this (prices tick; a flat series is not a perfect peg)
 QUOTE_RANK = {"USDT": 0, "USD": 1, "USDC": 2, "FDUSD": 3, "BUSD": 4, "TUSD": 5, "DAI": 6}
 VENUE_FAMILY_RANK = {"binance": 0, "bybit": 1}
 
@@ -56,7 +57,7 @@ class Dislocation:
 
     @property
     def z(self) -> float:
-        return abs(self.basis_bps - self.usual_bps) / max(self.std_bps, 1e-9)
+        return abs(self.basis_bps - self.usual_bps) / max(self.std_bps, MIN_STD_BPS)
 
     def explanation(self) -> str:
         return (
@@ -79,7 +80,10 @@ class CrossVenueMonitor:
     min_bps: float = 50.0
     half_life_bars: float = 360.0
     warmup_bars: int = 60
-    _last: dict[str, dict[str, tuple[int, float, int]]] = field(default_factory=dict)  # group -> key -> (end, px, rank)
+    history_bars: int = 240
+    # group -> key -> (rank, {bar end: close}) with the last `history_bars` closes: members of a group arrive from
+    # different partitions, one may run minutes ahead of another, and a pair is compared at equal bar ends
+    _last: dict[str, dict[str, tuple[int, dict[int, float]]]] = field(default_factory=dict)
     _pairs: dict[tuple[str, str], _PairStats] = field(default_factory=dict)
     _dislocated: dict[str, int] = field(default_factory=dict)  # key -> bar end of its latest dislocation
 
@@ -100,9 +104,13 @@ class CrossVenueMonitor:
         out: list[Dislocation] = []
         for group, rank in groups_of(key):
             members = self._last.setdefault(group, {})
-            members[key] = (bar_end_ms, close, rank)
-            for other, (end, px, orank) in members.items():
-                if other == key or end != bar_end_ms:
+            own = members.setdefault(key, (rank, {}))[1]
+            own[bar_end_ms] = close
+            if len(own) > self.history_bars:
+                del own[next(iter(own))]
+            for other, (orank, closes) in members.items():
+                px = closes.get(bar_end_ms) if other != key else None
+                if px is None:
                     continue
                 if (orank, other) < (rank, key):
                     ref, ref_px, mem, mem_px = other, px, key, close
@@ -116,7 +124,7 @@ class CrossVenueMonitor:
 
     def _pair(self, group: str, ref: str, mem: str, end: int, basis: float) -> Dislocation | None:
         st = self._pairs.setdefault((ref, mem), _PairStats())
-        std = math.sqrt(st.var) if st.var > 0 else 0.0
+        std = max(math.sqrt(st.var) if st.var > 0 else 0.0, MIN_STD_BPS)
         dev = abs(basis - st.mean)
         if st.n >= self.warmup_bars and dev >= self.min_bps and dev >= self.z * std:
             return Dislocation(mem, ref, group, end, basis, st.mean, std)

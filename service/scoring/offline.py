@@ -22,6 +22,7 @@ from pathlib import Path
 
 from service.schemas.scoring import Alert, AnomalyType
 from service.scoring.alerts import AlertPolicy, KeyAlertState, build_alert, classify
+from service.scoring.crossvenue import CrossVenueMonitor
 from service.scoring.registry import LoadedModel, ModelRegistry
 from service.scoring.scorer import Scorer
 from service.scoring.session import SessionOptions
@@ -65,6 +66,7 @@ def score_events(
     allowed_lateness_ms: int = 0,
     batch_size: int = 1024,
     top_features: int = 3,
+    crossvenue: CrossVenueMonitor | None = None,
 ) -> Iterator[tuple[OfflineRow, Alert | None]]:
     """Windows of an event stream, scored in batches; yields (row, alert or None) in window order per key."""
     m = model.artifact.manifest
@@ -85,7 +87,13 @@ def score_events(
         results = scorer.score_windows(m.name, [w.features for w in batch], model=model)
         for w, r in zip(batch, results, strict=True):
             st = states.setdefault(w.key, KeyAlertState())
-            kind = classify(w.key, names, w.features, m.kind) if r.is_anomalous else AnomalyType.OTHER
+            if crossvenue is not None:
+                crossvenue.observe(w.key, w.window_end_ms, w.close)
+            kind = AnomalyType.OTHER
+            if r.is_anomalous:
+                kind = classify(w.key, names, w.features, m.kind)
+                if crossvenue is not None and crossvenue.is_dislocated(w.key, w.window_end_ms):
+                    kind = AnomalyType.DEPEG
             fired = policy.decide(st, r.fused, r.threshold, w.window_end_ms, kind)
             alert = (
                 build_alert(
@@ -163,6 +171,11 @@ def run(args: argparse.Namespace) -> int:
                 allowed_lateness_ms=s.scoring_allowed_lateness_ms,
                 batch_size=args.batch_size,
                 top_features=s.alert_top_features,
+                crossvenue=CrossVenueMonitor(
+                    s.crossvenue_z, s.crossvenue_min_bps, s.crossvenue_half_life_bars, s.crossvenue_warmup_bars
+                )
+                if s.crossvenue_enabled
+                else None,
             ):
                 n += 1
                 out.writerow(

@@ -7,14 +7,16 @@ a ring of H bar offsets), keys idle longer than the eviction time are dropped, a
 
 Why the bar offsets: a restarted worker rebuilds a key's windows by re-reading its recent history from the bus.
 For that the committed offset of a partition may not pass the first record of the oldest bar any of its keys
-still needs (window + feature warm-up); `needed_offset` says which record that is.
+still needs: enough bars before the key's last *produced* window (its checkpointed mark) that the rebuilt
+state scores the very next window (window length and feature warm-up). `needed_offset` says which record that is;
+a ring of the first offsets of the last `history` bars (plus slack for a lagging queue) answers in O(1).
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,11 +99,22 @@ class KeyState:
         self.flags = np.zeros(self.window, dtype=np.bool_)
         self.offsets = np.zeros(max(self.history, 1), dtype=np.int64)
 
-    def needed_offset(self) -> int:
-        """Re-reading from this offset rebuilds this key's state (its oldest needed bar's first record)."""
+    def oldest_offset(self) -> int:
         if self.o_count < len(self.offsets):
             return self.first_offset
         return int(self.offsets[self.o_head])  # the oldest entry (ring is full; head points at it)
+
+    def needed_offset(self, produced_end_ms: int | None, rebuild_bars: int) -> int:
+        """Re-reading from this offset rebuilds the state so that the window after `produced_end_ms` (the last
+        window whose outputs are checkpointed; None: none yet) is scored again: its first record `rebuild_bars`
+        bars earlier. Falls back to the oldest offset held when the ring does not reach that far back."""
+        if produced_end_ms is None or self.last_bar_start is None or not self.bar_interval_ms:
+            return self.first_offset if produced_end_ms is None else self.oldest_offset()
+        start = produced_end_ms - rebuild_bars * self.bar_interval_ms
+        back = (self.last_bar_start - start) // self.bar_interval_ms  # 0 = the newest bar
+        if back < 0 or back >= self.o_count:
+            return self.oldest_offset()
+        return int(self.offsets[(self.o_head - 1 - back) % len(self.offsets)])
 
     def _push_offset(self, off: int) -> None:
         self.offsets[self.o_head] = off
@@ -168,10 +181,13 @@ class WindowStore:
         self.params = params
         self.warmup = params.warmup if warmup_bars is None else warmup_bars
         self.history = window + self.warmup if history_bars is None else max(history_bars, window)
+        self.rebuild_bars = max(self.warmup, window) + 1  # bars re-read before a mark to score the next window
+        self.ring_bars = self.history + max(64, self.history // 2)  # slack: marks lag behind closed bars
         self.keys: OrderedDict[str, KeyState] = OrderedDict()
         self.late_ticks = 0
         self.evicted = 0
         self.max_event_ms = 0
+        self.max_event_by_tp: dict[TopicPartition | None, int] = {}
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -189,7 +205,7 @@ class WindowStore:
                 key=key,
                 window=self.window,
                 n_features=self.n_features,
-                history=self.history,
+                history=self.ring_bars,
                 builder=TradeBarBuilder(self.bar_interval_ms, self.lateness) if trades else None,
                 feats=MarketFeatureState(self.params),
                 warmup=self.warmup,
@@ -223,6 +239,8 @@ class WindowStore:
             b = st.builder = TradeBarBuilder(self.bar_interval_ms, self.lateness)
         if ts_ms > self.max_event_ms:
             self.max_event_ms = ts_ms
+        if ts_ms > self.max_event_by_tp.get(tp, 0):
+            self.max_event_by_tp[tp] = ts_ms
         start = ts_ms - ts_ms % self.bar_interval_ms
         new = start not in st.open_offsets
         if new:
@@ -276,13 +294,17 @@ class WindowStore:
             out.append(w)
         return out
 
-    def advance(self, event_ms: int, ingest_ms: int = 0) -> list[ClosedWindow]:
-        """Close bars of quiet keys up to `event_ms` (the worker's event-time watermark): O(keys), on a timer."""
+    def advance(self, event_ms: int | None = None, ingest_ms: int = 0, lag_ms: int = 0) -> list[ClosedWindow]:
+        """Close bars of quiet keys (O(keys), on a timer) up to `event_ms`, or by default up to the newest event
+        time seen in the key's own partition minus `lag_ms`. Per partition because partitions are consumed
+        independently: after a restart one may be read minutes ahead of another, and a watermark taken across
+        them would close the bars of the lagging one before its ticks arrive."""
         out: list[ClosedWindow] = []
         for st in self.keys.values():
             if st.builder is None:
                 continue
-            for bar in st.builder.advance(event_ms):
+            wm = event_ms if event_ms is not None else self.max_event_by_tp.get(st.tp, 0) - lag_ms
+            for bar in st.builder.advance(wm):
                 w = st.push_bar(bar, ingest_ms, -1)
                 if w is not None:
                     out.append(w)
@@ -320,13 +342,14 @@ class WindowStore:
             del self.keys[k]
         return len(gone)
 
-    def needed_offsets(self) -> dict[TopicPartition, int]:
-        """Per partition, the smallest offset some key still needs to rebuild its state on a restart."""
+    def needed_offsets(self, produced: Callable[[str], int | None]) -> dict[TopicPartition, int]:
+        """Per partition, the smallest offset some key still needs to rebuild its state on a restart, given
+        `produced(key)`: the end of the key's last window whose outputs are checkpointed."""
         out: dict[TopicPartition, int] = {}
         for st in self.keys.values():
             if st.tp is None:
                 continue
-            off = st.needed_offset()
+            off = st.needed_offset(produced(st.key), self.rebuild_bars)
             if off < 0:
                 continue
             cur = out.get(st.tp)

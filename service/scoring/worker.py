@@ -141,6 +141,7 @@ class ScoringWorker:
         self._marks: dict[str, _Mark] = {}
         self._key_tp: dict[str, TopicPartition] = {}
         self._dirty: dict[TopicPartition, dict[str, str]] = {}
+        self._persisted: dict[str, int] = {}  # key -> end of its last window whose mark is in Redis
         self._processed: dict[TopicPartition, int] = {}
         self._pending: dict[TopicPartition, deque[int]] = {}
         self._committed: dict[TopicPartition, int] = {}
@@ -262,6 +263,7 @@ class ScoringWorker:
             await self._sync_assignment(c)
             if recs:
                 self._handle(recs)
+                await asyncio.sleep(0)  # an in-process bus returns at once: let scoring and checkpoints run
             now = time.monotonic()
             if now - self._last_sweep >= 1.0:
                 self._sweep(now)
@@ -312,12 +314,15 @@ class ScoringWorker:
             self._dirty.pop(tp, None)
             for k in [k for k, t in self._key_tp.items() if t == tp]:
                 self._marks.pop(k, None)
+                self._persisted.pop(k, None)
                 del self._key_tp[k]
         for tp in new:
             raw = await self.state.hgetall(self._marks_key(tp))
             for k, v in raw.items():
                 self._marks[k] = _Mark.decode(v)
                 self._key_tp[k] = tp
+                if not k.startswith("xv|"):
+                    self._persisted[k] = self._marks[k].window_end_ms
             if self._delivery is not None:
                 await self._delivery.recover(self.bus, self._inflight_key(tp))
         if new or lost:
@@ -357,6 +362,8 @@ class ScoringWorker:
         if not w.scorable or (mark is not None and w.window_end_ms <= mark.window_end_ms):
             if mark is not None and w.window_end_ms <= mark.window_end_ms:
                 self.stats.skipped_marked += 1
+                if self.crossvenue is not None:  # produced before a restart: rebuild the usual basis, no alerts
+                    self.crossvenue.observe(w.key, w.window_end_ms, w.close)
             return
         if w.tp is not None:
             if w.offset < 0:
@@ -372,9 +379,8 @@ class ScoringWorker:
         store = self.store
         if store is None:
             return
-        if store.max_event_ms:
-            for w in store.advance(store.max_event_ms - store.bar_interval_ms, int(time.time() * 1000)):
-                self._enqueue(w)
+        for w in store.advance(None, int(time.time() * 1000), lag_ms=store.bar_interval_ms):
+            self._enqueue(w)
         store.evict_idle(now)
         metrics.KEYS.set(len(store))
 
@@ -428,6 +434,8 @@ class ScoringWorker:
         critical = model.artifact.manifest.thresholds.critical
         alerts: list[tuple[Alert, TopicPartition | None]] = []
         normal_emb: list[np.ndarray] = []
+        # marks carry alert decisions: they may reach Redis (a checkpoint) only once those alerts are published
+        batch_marks: dict[TopicPartition, dict[str, str]] = {}
         e2e = metrics.END_TO_END_SECONDS.labels(model=model.name)
         for w, r in zip(batch, results, strict=True):
             score = r.to_score(w.key, w.window_end_ms, w.last_event_ms, w.incomplete, now_ms)
@@ -436,7 +444,7 @@ class ScoringWorker:
                 e2e.observe(max(0.0, (now_ms - w.trigger_ingest_ms) / 1000))
             dislocations = self.crossvenue.observe(w.key, w.window_end_ms, w.close) if self.crossvenue else []
             for d in dislocations:
-                a = self._dislocation_alert(d, w)
+                a = self._dislocation_alert(d, w, batch_marks)
                 if a is not None:
                     alerts.append((a, w.tp))
             mark = self._marks.get(w.key)
@@ -469,7 +477,7 @@ class ScoringWorker:
             new_mark = _Mark(w.window_end_ms, st)
             self._marks[w.key] = new_mark
             if w.tp is not None:
-                self._dirty.setdefault(w.tp, {})[w.key] = new_mark.encode()
+                batch_marks.setdefault(w.tp, {})[w.key] = new_mark.encode()
         self.stats.scored += len(batch)
         for alert, tp in alerts:
             payload = alert.model_dump_json().encode()
@@ -477,17 +485,30 @@ class ScoringWorker:
             if await self._delivery.publish(alert.id, alert.key, payload, inflight):
                 self.stats.alerts += 1
                 metrics.ALERTS.labels(type=alert.anomaly_type.value, severity=alert.severity.value).inc()
+                log.info(
+                    "alert %s %s %s at %d score %.3g",
+                    alert.id,
+                    alert.key,
+                    alert.anomaly_type.value,
+                    alert.window_end_ms,
+                    alert.score,
+                )
             else:
                 self.stats.duplicates_suppressed += 1
+                log.info("alert %s already published (a re-scored window)", alert.id)
         if cs is not None and normal_emb:
             await cs.update(np.stack(normal_emb))
+        for tp, marks in batch_marks.items():
+            self._dirty.setdefault(tp, {}).update(marks)
         for w in batch:
             if w.tp is not None:
                 q = self._pending.get(w.tp)
                 if q:
                     q.popleft()
 
-    def _dislocation_alert(self, d: Dislocation, w: ClosedWindow) -> Alert | None:
+    def _dislocation_alert(
+        self, d: Dislocation, w: ClosedWindow, batch_marks: dict[TopicPartition, dict[str, str]]
+    ) -> Alert | None:
         """Cross-venue / cross-quote alerts go through their own policy state (keyed `xv|key`)."""
         pkey = f"xv|{d.key}"
         mark = self._marks.get(pkey)
@@ -496,7 +517,7 @@ class ScoringWorker:
         fired = self.policy.decide(st, d.z, thr, d.bar_end_ms, AnomalyType.DEPEG)
         self._marks[pkey] = _Mark(d.bar_end_ms, st)
         if w.tp is not None:
-            self._dirty.setdefault(w.tp, {})[pkey] = self._marks[pkey].encode()
+            batch_marks.setdefault(w.tp, {})[pkey] = self._marks[pkey].encode()
         if not fired:
             return None
         venue, _, symbol = d.key.partition(":")
@@ -543,7 +564,12 @@ class ScoringWorker:
 
     def committable(self) -> dict[TopicPartition, int]:
         """Per owned partition: the offset a restart may resume from without losing a window or its history."""
-        needed = self.store.needed_offsets() if self.store is not None else {}
+        persisted = self._persisted
+
+        def produced(key: str) -> int | None:
+            return persisted.get(key)
+
+        needed = self.store.needed_offsets(produced) if self.store is not None else {}
         out: dict[TopicPartition, int] = {}
         for tp in self._owned:
             nxt = self._processed.get(tp)
@@ -561,7 +587,6 @@ class ScoringWorker:
     async def checkpoint(self) -> None:
         """Flush outputs, store marks, commit offsets: in this order, so a commit never runs ahead of outputs."""
         async with self._ckpt_lock:
-            offsets = self.committable()
             dirty, self._dirty = self._dirty, {}
             try:
                 if self._producer is not None:
@@ -569,10 +594,19 @@ class ScoringWorker:
                 for tp, marks in dirty.items():
                     if marks:
                         await self.state.hset(self._marks_key(tp), marks)
+                if dirty:  # who scored how much: operators (and tests) see the group's split
+                    await self.state.hset(
+                        f"worker:{self.s.scoring_group_id}:members", {self.client_id: self.stats.scored}
+                    )
             except Exception:
                 for tp, marks in dirty.items():  # keep them for the next try
                     self._dirty.setdefault(tp, {}).update({k: v for k, v in marks.items() if k not in self._dirty[tp]})
                 raise
+            for marks in dirty.values():
+                for key, raw in marks.items():
+                    if not key.startswith("xv|"):
+                        self._persisted[key] = int(raw.partition(";")[0])
+            offsets = self.committable()
             todo = {tp: o for tp, o in offsets.items() if o > self._committed.get(tp, -1) and tp in self._owned}
             if todo and self._consumer is not None:
                 try:

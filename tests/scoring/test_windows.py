@@ -59,10 +59,13 @@ def test_lateness_gaps_warmup_and_offsets() -> None:
         more += store.on_trade("k", t0 + i * 1000 + 600, 10.0, 1.0, True, offset=off, tp=tp)
     flags = {w.window_end_ms - t0: w.incomplete for w in more}
     assert flags[7000] is True and flags[10000] is True and flags[11000] is False  # bar 7 overlaps the gap
-    # restart point: the first record of the oldest of the last 4 bars
+    # restart point: nothing produced yet -> everything; produced up to the window ending at 10 s -> the first
+    # record of the bar max(warmup, T) + 1 = 4 bars earlier (bar 6, first tick offset 17), so a rebuilt state
+    # scores the window ending at 11 s again
     st = store.keys["k"]
-    assert st.needed_offset() == store.needed_offsets()[tp]
-    assert 10 < st.needed_offset() <= 20
+    assert st.needed_offset(None, store.rebuild_bars) == 10
+    assert store.needed_offsets(lambda key: t0 + 10_000)[tp] == 17
+    assert store.needed_offsets(lambda key: None)[tp] == 10
 
 
 def test_idle_eviction_and_key_cap() -> None:
