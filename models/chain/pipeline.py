@@ -60,11 +60,21 @@ def as_windows(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x[:, None, :], dtype=np.float32)
 
 
-def chain_config(n_features: int, seed: int = 0, epochs: int = DEFAULT_EPOCHS, threads: int | None = None) -> Any:
-    """The paper's widths, one address per window; training budget sized for the 2-core machine."""
+def chain_config(
+    n_features: int,
+    seed: int = 0,
+    epochs: int = DEFAULT_EPOCHS,
+    threads: int | None = 1,
+    overrides: dict[str, Any] | None = None,
+) -> Any:
+    """The paper's widths, one address per window; training budget sized for the 2-core machine.
+
+    threads defaults to 1: on a shared 2-core machine two OpenMP threads per process oversubscribe the cores and
+    made the GAN stage several times slower in a measurement here.
+    """
     from models.rmad.config import RMADConfig
 
-    return RMADConfig(
+    kw: dict[str, Any] = dict(
         n_features=n_features,
         window=1,
         patch=1,
@@ -78,6 +88,8 @@ def chain_config(n_features: int, seed: int = 0, epochs: int = DEFAULT_EPOCHS, t
         threads=threads,
         extra={"layout": LAYOUT, "transform": TRANSFORM},
     )
+    kw.update(overrides or {})
+    return RMADConfig(**kw)
 
 
 @dataclasses.dataclass
@@ -194,7 +206,11 @@ def train_chain(args: argparse.Namespace) -> int:
     art_dir = Path(getattr(args, "artifacts", None) or ROOT / "models" / "artifacts") / "chain" / version
     run_dir = Path(getattr(args, "runs", None) or ROOT / "runs") / "chain" / version
     epochs = int(getattr(args, "epochs", None) or DEFAULT_EPOCHS)
-    threads = getattr(args, "threads", None)
+    threads = getattr(args, "threads", None) or 1
+    overrides = {}
+    for item in getattr(args, "set", None) or []:  # KEY=JSON overrides of RMADConfig, as for the market model
+        key, _, value = str(item).partition("=")
+        overrides[key] = json.loads(value)
     run = load_run(data_root, seed)
     p, data = run.prep, run.data
     log.info(
@@ -206,7 +222,7 @@ def train_chain(args: argparse.Namespace) -> int:
     base = baseline_rows(run)
     log.info("baselines done at %.0f s", time.monotonic() - t0)
 
-    cfg = chain_config(p.x_train.shape[1], seed, epochs, threads)
+    cfg = chain_config(p.x_train.shape[1], seed, epochs, threads, overrides)
     xn, xa = as_windows(p.x_train[p.y_train == 0]), as_windows(p.x_train[p.y_train == 1])
     fps = {DATA_FILE: data.fingerprint}
     trained = fit(cfg, xn, xa, as_windows(p.x_val), p.y_val, run_dir / "full", data_fingerprints=fps, progress=log.info)
