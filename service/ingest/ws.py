@@ -31,6 +31,10 @@ from service.ingest.metrics import CONNECTED, RECONNECTS
 log = logging.getLogger(__name__)
 
 
+class FrameHandlerError(RuntimeError):
+    """The connector failed on a frame (e.g. the bus refused a publish): not a network problem."""
+
+
 class TokenBucket:
     """At most `rate` sends per second on average, bursts up to `burst`; `acquire` waits for a token."""
 
@@ -105,6 +109,7 @@ class WsSession:
         self._reconnect_reason: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._said_unreachable = False
+        self._closing: set[asyncio.Task[None]] = set()
         self.connected = False
         self.connections = 0
         self.last_error: str = ""
@@ -133,7 +138,9 @@ class WsSession:
         self._reconnect_reason = reason
         ws = self._ws
         if ws is not None:
-            asyncio.get_running_loop().create_task(ws.close())
+            task = asyncio.get_running_loop().create_task(ws.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def send(self, text: str) -> None:
         """Send one frame within the exchange's inbound message limit."""
@@ -141,7 +148,10 @@ class WsSession:
         if ws is None:
             raise ConnectionError("not connected")
         await self._bucket.acquire()
-        await ws.send(text)
+        try:
+            await ws.send(text)
+        except ConnectionClosed as exc:
+            raise ConnectionError(f"connection closed: {exc}") from exc
 
     # --- the loop
 
@@ -168,6 +178,10 @@ class WsSession:
                         attempt = 0
             except asyncio.CancelledError:
                 raise
+            except FrameHandlerError as exc:
+                reason = "handler_error"
+                self.last_error = f"handler: {exc.__cause__!r}"[:300]
+                log.error("%s: handling a frame failed, reconnecting: %r", cfg.name, exc.__cause__)
             except Exception as exc:  # network errors of every kind: the exchange is down or unreachable
                 self.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 self._unreachable(exc)
@@ -248,8 +262,11 @@ class WsSession:
                     break
                 got_frame = True
                 self.last_frame_monotonic = time.monotonic()
-                await self._on_frame(frame, int(time.time() * 1000))
-        except ConnectionClosed as exc:
+                try:
+                    await self._on_frame(frame, int(time.time() * 1000))
+                except Exception as exc:
+                    raise FrameHandlerError(str(exc)) from exc
+        except (ConnectionClosed, ConnectionError) as exc:
             self.last_error = f"closed: {exc}"[:300]
         finally:
             if pinger is not None:
@@ -264,5 +281,5 @@ class WsSession:
             await asyncio.sleep(interval)
             try:
                 await self.send(self._client_ping())
-            except (ConnectionClosed, ConnectionError):
+            except ConnectionError:
                 return
