@@ -40,8 +40,11 @@ EVENT_POST_MS = 10 * MIN_MS
 #: Alarms in (announce + POST, announce + AFTERMATH] are neither detections nor false alarms: the dump and its
 #: aftermath are not a quiet market.
 AFTERMATH_MS = HOUR_MS
-#: Training anomalies: windows whose decision time is in [onset, onset + ANOM_SPAN].
+#: Window-level positives for ROC/PR: decision time in [onset, onset + ANOM_SPAN].
 ANOM_SPAN_MS = 3 * MIN_MS
+#: Training anomalies (GAN, outlier exposure, fusion gate): the first minute only, so that training rewards
+#: the windows a fast detector must flag (the pump in the last few bars), not the ones minutes later.
+TRAIN_ANOM_SPAN_MS = MIN_MS
 #: Normal training windows keep this far from any announcement.
 NORMAL_GUARD_MS = 2 * HOUR_MS
 
@@ -275,11 +278,11 @@ def normal_ends(s: Series, window: int, stride: int) -> np.ndarray:
     return idx
 
 
-def anomaly_ends(s: Series, window: int) -> np.ndarray:
-    """Bars whose window ends in [onset, onset + ANOM_SPAN] of a visible pump."""
+def anomaly_ends(s: Series, window: int, span_ms: int = TRAIN_ANOM_SPAN_MS) -> np.ndarray:
+    """Bars whose window ends in [onset, onset + span_ms] of a visible pump."""
     if s.announce_ms is None or not s.pump_visible:
         return np.zeros(0, np.int64)
     idx = s.valid_ends(window)
     onset = s.onset_ms if s.onset_ms is not None else s.announce_ms
     t = s.decision_ms[idx]
-    return idx[(t >= onset) & (t <= onset + ANOM_SPAN_MS)]
+    return idx[(t >= onset) & (t <= onset + span_ms)]

@@ -1,8 +1,8 @@
 """The market model's pipeline: features -> scaler -> training arrays -> fit (+ ablations) -> threshold on
 validation -> export; and evaluation of the model, every ablation and every baseline on the same scored points.
 
-Scored points (the same for every detector): each pump file is scored densely (every bar, 5 s) from 30 minutes
-before to 1 hour after the announcement, and every `quiet_stride` bars elsewhere; kline series every
+Scored points (the same for every detector): each pump file is scored densely (every bar, 5 s) from 10 minutes
+before to 15 minutes after the announcement, and every `quiet_stride` bars elsewhere; kline series every
 `kline_stride` bars. Scoring every 5 s bar of ~90 symbol-days with a ~1 M-parameter model does not fit the
 2-core budget; the stride is written into the card, and false alarms per day are counted on the same grid in
 validation (where the threshold is set) and test.
@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from models.evaluation.metrics import ScoredSeries, calibrate_threshold
+from models.evaluation.metrics import ScoredSeries, calibrate_f1, calibrate_threshold
 from models.market.dataset import (
-    AFTERMATH_MS,
     MarketSplit,
     Series,
     anomaly_ends,
@@ -34,7 +33,8 @@ from service.features import MARKET_FEATURES, SPEC_HASH, RobustScaler, spec_dict
 
 log = logging.getLogger(__name__)
 
-DENSE_BEFORE_MS = 30 * 60_000
+DENSE_BEFORE_MS = 10 * 60_000
+DENSE_AFTER_MS = 15 * 60_000
 
 
 @dataclass
@@ -103,7 +103,7 @@ def score_points(s: Series, window: int, quiet_stride: int, kline_stride: int) -
     if s.announce_ms is None:
         return idx[::kline_stride]
     t = s.decision_ms[idx]
-    dense = (t >= s.announce_ms - DENSE_BEFORE_MS) & (t <= s.announce_ms + AFTERMATH_MS)
+    dense = (t >= s.announce_ms - DENSE_BEFORE_MS) & (t <= s.announce_ms + DENSE_AFTER_MS)
     sparse = np.zeros(len(idx), bool)
     sparse[::quiet_stride] = True
     return idx[dense | sparse]
@@ -177,9 +177,10 @@ def load_scored(path: Path) -> list[ScoredSeries]:
 
 
 def calibrate(val_scored: list[ScoredSeries], budget: float) -> dict[str, float]:
-    """alert = lowest threshold within the budget; watch = within 4x the budget; critical = within budget / 4."""
+    """On validation only. alert = best validation event F1 within the false-alarm budget; watch = the most
+    sensitive threshold within 4x the budget; critical = the most sensitive within budget / 4."""
     return {
-        "alert": calibrate_threshold(val_scored, budget),
+        "alert": calibrate_f1(val_scored, budget),
         "watch": calibrate_threshold(val_scored, budget * 4),
         "critical": calibrate_threshold(val_scored, budget / 4),
         "false_alarm_budget_per_day": budget,
