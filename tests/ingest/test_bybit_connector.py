@@ -158,3 +158,21 @@ async def test_bybit_scenario_book_trades_gaps(ingest: Ingest, market: str) -> N
     finally:
         await conn.stop()
         await fake.stop()
+
+
+async def test_bybit_subscribes_at_most_10_args_per_request(ingest: Ingest) -> None:
+    fake = FakeBybit("spot")
+    await fake.start()
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
+    cfg = BybitConfig(market="spot", ws_url=fake.ws_url, symbols=tuple(symbols), send_rate_per_s=100.0)
+    conn = BybitConnector(cfg, ingest.publisher)
+    await conn.start()
+    try:
+        await fake.wait_subscribed(15)
+        sizes = [len(r["args"]) for r in fake.received if r.get("op") == "subscribe"]
+        assert sizes == [10, 5]
+        await eventually(lambda: all(conn.books[s].synced for s in symbols), what="five snapshots")
+        assert conn.health().ok
+    finally:
+        await conn.stop()
+        await fake.stop()
