@@ -130,7 +130,7 @@ class RMADConfig:
     @classmethod
     def ablation(cls, base: RMADConfig, name: str) -> RMADConfig:
         """The config of one Table 7 row: full, no_gan, no_vae, no_trans, no_clust, no_gate."""
-        flags = {
+        flags: dict[str, dict[str, Any]] = {
             "full": {},
             "no_gan": {"use_gan": False},
             "no_vae": {"use_vae": False},

@@ -48,7 +48,8 @@ class Generator(nn.Module):
         h = torch.cat([z, F.one_hot(y, self.cfg.n_classes).to(z.dtype)], dim=1)
         for b in self.blocks:
             h = b(h)
-        return self.out(h)
+        out: torch.Tensor = self.out(h)
+        return out
 
     @torch.no_grad()
     def sample(self, n: int, label: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -56,7 +57,8 @@ class Generator(nn.Module):
         self.eval()
         z = torch.randn(n, self.cfg.noise_dim, generator=generator)
         y = torch.full((n,), label, dtype=torch.long)
-        return self(z, y).view(n, self.cfg.window, self.cfg.n_features)
+        out: torch.Tensor = self(z, y)
+        return out.view(n, self.cfg.window, self.cfg.n_features)
 
 
 class Discriminator(nn.Module):
@@ -131,7 +133,7 @@ def train_gan(
                 d_real, torch.ones_like(d_real)
             ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
             opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
+            loss_d.backward()  # type: ignore[no-untyped-call]
             opt_d.step()
             # generator step: non-saturating adversarial loss + lambda * feature matching per class
             fake = gen(z, y)
@@ -142,7 +144,7 @@ def train_gan(
             fm = feature_matching(f_fake, f_real, y, cfg.n_classes)
             loss_g = adv + cfg.gan_lambda * fm
             opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
+            loss_g.backward()  # type: ignore[no-untyped-call]
             opt_g.step()
             sums += (loss_d.item(), adv.item(), fm.item())
         for k, v in zip(curves, sums / steps, strict=True):

@@ -27,6 +27,11 @@ class FusionGate(nn.Module):
     branches (ablations) get weight exactly 0; with use_gate False the weights are fixed and equal.
     """
 
+    loc: torch.Tensor
+    scale: torch.Tensor
+    mask: torch.Tensor
+    mask_bias: torch.Tensor
+
     def __init__(self, cfg: RMADConfig) -> None:
         super().__init__()
         self.use_gate = cfg.use_gate
@@ -35,9 +40,10 @@ class FusionGate(nn.Module):
         mask = torch.tensor([float(b) for b in cfg.branches])
         self.register_buffer("mask", mask)
         self.register_buffer("mask_bias", (mask - 1.0) * 1e4)  # 0 for present branches, -1e4 for absent ones
-        self.net = nn.Sequential(nn.Linear(3, cfg.gate_hidden), nn.GELU(), nn.Linear(cfg.gate_hidden, 3))
-        nn.init.zeros_(self.net[2].weight)  # start at equal weights
-        nn.init.zeros_(self.net[2].bias)
+        out = nn.Linear(cfg.gate_hidden, 3)
+        nn.init.zeros_(out.weight)  # start at equal weights
+        nn.init.zeros_(out.bias)
+        self.net = nn.Sequential(nn.Linear(3, cfg.gate_hidden), nn.GELU(), out)
 
     def normalise(self, scores: torch.Tensor) -> torch.Tensor:
         return (scores - self.loc) / self.scale * self.mask

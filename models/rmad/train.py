@@ -160,7 +160,7 @@ def _train_vae(
                 oe = _hinge(ra, rec, cfg.outlier_margin)
                 loss = loss + cfg.outlier_weight * oe
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             sums += (rec.mean().item(), kl.mean().item(), oe.item())
             steps += 1
@@ -250,7 +250,7 @@ def _train_tc(
                     oe = oe + _hinge(sa, s_c, cfg.outlier_margin)
                 loss = loss + cfg.outlier_weight * oe
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             sums += (rec.mean().item(), emb_rec.mean().item(), s_c.mean().item(), oe.item())
             steps += 1
@@ -298,7 +298,7 @@ def _fit_gate(
         logits = F.softplus(a) * fused + b
         loss = F.binary_cross_entropy_with_logits(logits, yt, pos_weight=pos_weight)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         curves["gate_bce"].append(float(loss.item()))
     gate.eval()

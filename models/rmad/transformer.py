@@ -25,6 +25,12 @@ from torch import nn
 from models.rmad.config import RMADConfig
 
 
+def _t(x: object) -> torch.Tensor:
+    """Narrow an nn.Module call's result (typed Any by torch) to a Tensor; free at export (a Python check)."""
+    assert isinstance(x, torch.Tensor)
+    return x
+
+
 def mlp(widths: tuple[int, ...], last_act: bool = False) -> nn.Sequential:
     layers: list[nn.Module] = []
     pairs = list(itertools.pairwise(widths))
@@ -53,7 +59,7 @@ class SelfAttention(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]  # [B, H, N, dh]
         att = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)
         out = (att @ v).transpose(1, 2).reshape(-1, d)
-        return self.proj(out)
+        return _t(self.proj(out))
 
 
 class EncoderLayer(nn.Module):
@@ -69,7 +75,7 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
-        return x + self.ff2(F.gelu(self.ff1(self.norm2(x))))
+        return _t(x + self.ff2(F.gelu(self.ff1(self.norm2(x)))))
 
 
 class TransformerClustering(nn.Module):
@@ -101,18 +107,18 @@ class TransformerClustering(nn.Module):
         t = x.reshape(-1, self.cfg.patch * self.cfg.n_features)  # token rows [B*N, P*F]
         tokens = torch.cat([self.mlp_data(t), self.mlp_rho(t)], dim=1).reshape(-1, n, dim)
         if len(self.layers) == 0:
-            return self.norm(tokens.mean(1) + self.global_token[:, 0])
+            return _t(self.norm(tokens.mean(1) + self.global_token[:, 0]))
         h = torch.cat([self.global_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + self.pos
         h = h.reshape(-1, dim)
         for layer in self.layers:
             h = layer(h)
-        return self.norm(h.reshape(-1, n + 1, dim)[:, 0])
+        return _t(self.norm(h.reshape(-1, n + 1, dim)[:, 0]))
 
     def reconstruct(self, g: torch.Tensor) -> torch.Tensor:
-        return self.decoder(g).view(-1, self.cfg.window, self.cfg.n_features)
+        return _t(self.decoder(g)).view(-1, self.cfg.window, self.cfg.n_features)
 
     def embed(self, g: torch.Tensor) -> torch.Tensor:
-        return self.cluster_head(g)
+        return _t(self.cluster_head(g))
 
     def assignment(self, g: torch.Tensor, e: torch.Tensor, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(P(z|X,k) [B, K], P(k|X) [B, K])."""

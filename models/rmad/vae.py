@@ -55,6 +55,9 @@ class TimeEncoder(nn.Module):
 class FreqEncoder(nn.Module):
     """|rfft| of each feature over time -> GELU MLP (128, 64, 32) -> Gaussian posterior."""
 
+    dft_cos: torch.Tensor
+    dft_sin: torch.Tensor
+
     def __init__(self, cfg: RMADConfig) -> None:
         super().__init__()
         cos, sin = dft_matrices(cfg.window)
@@ -113,7 +116,8 @@ class MultiDomainVAE(nn.Module):
         return mu, lv, torch.zeros_like(mu[:, :1])
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z).view(-1, self.cfg.window, self.cfg.n_features)
+        out: torch.Tensor = self.decoder(z)
+        return out.view(-1, self.cfg.window, self.cfg.n_features)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training pass: (reconstruction from a sampled z, mu, logvar, alpha)."""
