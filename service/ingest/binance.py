@@ -24,7 +24,7 @@ from service.ingest.connector import ConnectorBase, now_ms
 from service.ingest.errors import ParseError
 from service.ingest.events import Control, check_levels
 from service.ingest.metrics import SUBSCRIBE_ERRORS
-from service.ingest.orderbook import BinanceBookSync
+from service.ingest.orderbook import BinanceBookSync, LocalBook
 from service.ingest.publisher import MarketPublisher
 from service.ingest.sequence import TradeIdTracker
 from service.ingest.ws import SessionConfig, WsSession, backoff_delay
@@ -168,6 +168,8 @@ class BinanceConnector(ConnectorBase):
         for shard in self._shards:
             shard.session = self._make_session(shard)
             shard.session.start()
+        if self.config.book_min_interval_ms > 0 and "books" in self.config.streams:
+            self._background.add(asyncio.get_running_loop().create_task(self.run_book_flusher()))
 
     async def stop(self) -> None:
         for shard in self._shards:
@@ -188,6 +190,10 @@ class BinanceConnector(ConnectorBase):
             if self._own_http and self._http is not None:
                 await self._http.aclose()
                 self._http = None
+
+    def current_book(self, symbol: str) -> LocalBook | None:
+        sync = self.books.get(symbol)
+        return sync.book if sync is not None else None
 
     def health(self) -> Health:
         sessions = [s.session for s in self._shards if s.session is not None]

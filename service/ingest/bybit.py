@@ -11,6 +11,7 @@ a fresh snapshot. Only `confirm: true` klines become bars.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from service.ingest.connector import ConnectorBase, now_ms
 from service.ingest.errors import ParseError
 from service.ingest.events import Control, Parsed, check_levels, check_price, check_size, check_time
 from service.ingest.metrics import SUBSCRIBE_ERRORS
-from service.ingest.orderbook import BybitBookSync
+from service.ingest.orderbook import BybitBookSync, LocalBook
 from service.ingest.publisher import MarketPublisher
 from service.ingest.sequence import RecentIds
 from service.ingest.ws import SessionConfig, WsSession
@@ -314,14 +315,24 @@ class BybitConnector(ConnectorBase):
         for shard in self._shards:
             shard.session = self._make_session(shard)
             shard.session.start()
+        if self.config.book_min_interval_ms > 0 and "books" in self.config.streams:
+            self._background.add(asyncio.get_running_loop().create_task(self.run_book_flusher()))
 
     async def stop(self) -> None:
         for shard in self._shards:
             if shard.session is not None:
                 await shard.session.stop()
-        for task in list(self._background):
+        tasks = list(self._background)
+        for task in tasks:
             task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         await self.publisher.flush()
+
+    def current_book(self, symbol: str) -> LocalBook | None:
+        sync = self.books.get(symbol)
+        return sync.book if sync is not None else None
 
     def health(self) -> Health:
         sessions = [s.session for s in self._shards if s.session is not None]

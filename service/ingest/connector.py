@@ -7,6 +7,7 @@ event, counters, and per-key throttling of book tops.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ class _BookState:
     hole_reason: GapReason | None = None
     pending_resync_flag: bool = False
     last_update_id: int = 0
+    dirty: bool = False
+    """Updates applied since the last published BookTop (throttled); the trailing flush publishes them."""
 
 
 @dataclass
@@ -166,7 +169,11 @@ class ConnectorBase:
             or event_ms - st.last_published_ms >= self.book_min_interval_ms
         )
         if not due:
+            st.dirty = True
             return
+        await self._publish_top(symbol, st, book, event_ms, update_id)
+
+    async def _publish_top(self, symbol: str, st: _BookState, book: LocalBook, event_ms: int, update_id: int) -> None:
         top: BookTop = book.to_top(
             venue=self.venue,
             symbol=symbol,
@@ -181,7 +188,36 @@ class ConnectorBase:
         st.hole_from_ms = None
         st.hole_reason = None
         st.last_published_ms = event_ms
+        st.dirty = False
         await self.publisher.publish_book(top)
+
+    def current_book(self, symbol: str) -> LocalBook | None:
+        """The synced local book of `symbol`, or None (subclasses know where their books live)."""
+        return None
+
+    async def flush_books(self) -> int:
+        """Publish the latest state of every book whose last updates were held back by the throttle.
+
+        Why: with one BookTop per interval, the final updates before a quiet spell would otherwise stay
+        unpublished until the next update, and the worker would see a stale book.
+        """
+        n = 0
+        for symbol, st in list(self._books_state.items()):
+            book = self.current_book(symbol)
+            if st.dirty and book is not None and st.last_event_ms is not None:
+                await self._publish_top(symbol, st, book, st.last_event_ms, st.last_update_id)
+                n += 1
+        return n
+
+    async def run_book_flusher(self) -> None:
+        """Background loop: trailing flush of throttled books every `book_min_interval_ms`."""
+        interval = max(self.book_min_interval_ms, 10) / 1000.0
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.flush_books()
+            except Exception:
+                log.exception("%s: publishing held-back book tops failed", self.venue)
 
     # --- bars
 

@@ -176,3 +176,29 @@ async def test_bybit_subscribes_at_most_10_args_per_request(ingest: Ingest) -> N
     finally:
         await conn.stop()
         await fake.stop()
+
+
+async def test_throttled_books_get_a_trailing_publish(ingest: Ingest) -> None:
+    """At most one BookTop per 200 ms of event time, yet the last state is published once the burst ends."""
+    fake = FakeBybit("linear", seed=9)
+    await fake.start()
+    cfg = BybitConfig(market="linear", ws_url=fake.ws_url, symbols=("BTCUSDT",), book_min_interval_ms=200)
+    conn = BybitConnector(cfg, ingest.publisher)
+    await conn.start()
+    try:
+        await fake.wait_subscribed(3)
+        await eventually(lambda: conn.books["BTCUSDT"].synced, what="snapshot")
+        for i in range(10):  # a burst within 10 ms of event time: throttled
+            bids, asks = random_changes(fake.rng, fake.book("BTCUSDT"), *MIDS["BTCUSDT"])
+            await fake.delta("BTCUSDT", bids, asks, T0 + i)
+        await eventually(lambda: conn.books["BTCUSDT"].last_u == fake.book("BTCUSDT").last_u, what="caught up")
+        await eventually(lambda: not conn.book_state("BTCUSDT").dirty, what="trailing flush")
+        tops = [e for e in (await ingest.everything())["books"] if isinstance(e, BookTop)]
+        assert 2 <= len(tops) < 10
+        truth = fake.book("BTCUSDT")
+        assert tops[-1].update_id == truth.last_u
+        assert tops[-1].bids == sorted(truth.bids.items(), reverse=True)[:20]
+        assert tops[-1].asks == sorted(truth.asks.items())[:20]
+    finally:
+        await conn.stop()
+        await fake.stop()
