@@ -117,6 +117,6 @@ class IngestSettings(BaseModel):
     def _symbols(cls, value: list[str]) -> list[str]:
         out = [s.upper() for s in value]
         for s in out:
-            if not s.isalnum():
-                raise ValueError(f"symbol {s!r} must be letters and digits only, e.g. BTCUSDT")
+            if not s.replace("-", "").isalnum() or not s.isascii():
+                raise ValueError(f"symbol {s!r} must be ASCII letters, digits and '-', e.g. BTCUSDT or BTC-27DEC24")
         return out

@@ -102,7 +102,7 @@ _IGNORED = frozenset({"bookTicker", "24hrTicker", "24hrMiniTicker", "markPriceUp
 
 
 def _symbol(s: str) -> str:
-    if not s or not s.isalnum() or len(s) > 32:
+    if not s or not s.isalnum() or not s.isascii() or len(s) > 32:
         raise ParseError("bad_symbol", repr(s[:40]))
     return s.upper()
 

@@ -113,7 +113,8 @@ _SIDES = {"Buy": "buy", "Sell": "sell"}
 
 
 def _symbol(s: str) -> str:
-    if not s or not s.isalnum() or len(s) > 32:
+    # dated futures look like BTC-27DEC24; ':' (the key separator) and anything else is refused
+    if not s or not s.replace("-", "").replace("_", "").isalnum() or not s.isascii() or len(s) > 32:
         raise ParseError("bad_symbol", repr(s[:40]))
     return s.upper()
 
