@@ -47,6 +47,10 @@ class RMADConfig:
     md_beta: float = 0.6  # S_md = beta * L_rec + (1 - beta) * (-log p(z))
     kl_weight: float = 1e-3
     n_ref_latents: int = 1024  # M, KDE reference latents kept from training normals
+    # Time aggregation of the reconstruction scores (VAE L1, s_trans, feature_errors): None = the paper's plain mean
+    # over the window; a half-life in bars weights recent bars more (w_t ~ 0.5 ** ((T-1-t) / h)), so an event in the
+    # last few bars is not diluted by the 60 quiet bars before it (earlier alerts). Training losses stay uniform.
+    recency_halflife: float | None = None
     vae_domains: str = "both"  # both | time | freq (finer ablation than use_vae)
 
     # --- Transformer-clustering ---

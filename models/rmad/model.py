@@ -80,7 +80,7 @@ class RMAD(nn.Module):
         if self.tc is not None:
             g = self.tc.encode(windows)
             if self.cfg.use_trans:
-                err_tr = (self.tc.reconstruct(g) - windows).abs().mean(1)
+                err_tr = ((self.tc.reconstruct(g) - windows).abs() * self.tc.time_w).sum(1)
                 s_trans = err_tr.mean(1)
                 errs.append(err_tr)
             embedding = self.tc.embed(g)

@@ -209,11 +209,16 @@ def _train_tc(
 
     def losses(
         x: torch.Tensor, clustering: bool, anomalous: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(uniform L1 [B], L1 as s_trans aggregates it [B], embedding L1 [B], s_clust [B], KL(q || P(k|X)) [B])."""
         # anomalous windows push their embeddings away from the centres, never the centres away from them
         mu = centres.detach() if anomalous else centres
         g = tc.encode(x)
-        rec = (tc.reconstruct(g) - x).abs().mean((1, 2)) if cfg.use_trans else torch.zeros(len(x))
+        if cfg.use_trans:
+            abs_err = (tc.reconstruct(g) - x).abs()
+            rec, rec_score = abs_err.mean((1, 2)), (abs_err * tc.time_w).sum(1).mean(1)
+        else:
+            rec = rec_score = torch.zeros(len(x))
         e = tc.embed(g)
         emb_rec = (tc.emb_decoder(e).view_as(x) - x).abs().mean((1, 2))
         if clustering and cfg.use_clust:
@@ -224,7 +229,7 @@ def _train_tc(
             kl_k = (q * (torch.log(q + 1e-8) - torch.log(prior + 1e-8))).sum(1)
         else:
             s_c = kl_k = torch.zeros(len(x))
-        return rec, emb_rec, s_c, kl_k
+        return rec, rec_score, emb_rec, s_c, kl_k
 
     for ep in range(total):
         clustering = ep >= cfg.trans_warmup_epochs
@@ -239,13 +244,13 @@ def _train_tc(
         sums, steps = np.zeros(4), 0
         for i in range(0, len(idx), cfg.batch_size):
             xb = xn[idx[i : i + cfg.batch_size]]
-            rec, emb_rec, s_c, kl_k = losses(xb, clustering)
+            rec, rec_score, emb_rec, s_c, kl_k = losses(xb, clustering)
             loss = rec.mean() + emb_rec.mean() + CLUSTER_WEIGHT * s_c.mean() + kl_k.mean()
             oe = torch.zeros(())
             if len(xa):
-                ra, _, sa, _ = losses(xa[rng.integers(0, len(xa), na)], clustering, anomalous=True)
+                _, ra, _, sa, _ = losses(xa[rng.integers(0, len(xa), na)], clustering, anomalous=True)
                 if cfg.use_trans:
-                    oe = oe + _hinge(ra, rec, cfg.outlier_margin)
+                    oe = oe + _hinge(ra, rec_score, cfg.outlier_margin)
                 if clustering and cfg.use_clust:
                     oe = oe + _hinge(sa, s_c, cfg.outlier_margin)
                 loss = loss + cfg.outlier_weight * oe

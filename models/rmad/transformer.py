@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.rmad.config import RMADConfig
+from models.rmad.vae import time_weights
 
 
 def _t(x: object) -> torch.Tensor:
@@ -79,9 +80,12 @@ class EncoderLayer(nn.Module):
 
 
 class TransformerClustering(nn.Module):
+    time_w: torch.Tensor
+
     def __init__(self, cfg: RMADConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.register_buffer("time_w", time_weights(cfg), persistent=False)
         dim = cfg.token_dim
         tok_in = cfg.patch * cfg.n_features
         self.n_tokens = cfg.window // cfg.patch

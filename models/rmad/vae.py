@@ -29,6 +29,16 @@ def dft_matrices(t: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cos(ang).float(), torch.sin(ang).float()
 
 
+def time_weights(cfg: RMADConfig) -> torch.Tensor:
+    """[T, 1] weights summing to 1 that aggregate per-bar errors into a window score (uniform = the mean)."""
+    t = torch.arange(cfg.window, dtype=torch.float64)
+    if cfg.recency_halflife is None:
+        w = torch.ones(cfg.window, dtype=torch.float64)
+    else:
+        w = torch.pow(0.5, (cfg.window - 1 - t) / float(cfg.recency_halflife))
+    return (w / w.sum()).float().unsqueeze(1)
+
+
 class TimeEncoder(nn.Module):
     """4 Conv1d + ReLU + MaxPool(2) over time (pooling stops once the sequence is length 1), then 2 FC layers."""
 
@@ -85,9 +95,12 @@ class FreqEncoder(nn.Module):
 
 
 class MultiDomainVAE(nn.Module):
+    time_w: torch.Tensor
+
     def __init__(self, cfg: RMADConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.register_buffer("time_w", time_weights(cfg), persistent=False)
         self.use_time = cfg.vae_domains in ("both", "time")
         self.use_freq = cfg.vae_domains in ("both", "freq")
         self.time = TimeEncoder(cfg) if self.use_time else None
@@ -140,7 +153,7 @@ class MultiDomainVAE(nn.Module):
     def score(self, x: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inference: S_md [B], per-feature L1 errors [B, F], latent mu [B, Z]."""
         mu, _, _ = self.encode(x)
-        err = (self.decode(mu) - x).abs().mean(1)  # [B, F]
+        err = ((self.decode(mu) - x).abs() * self.time_w).sum(1)  # [B, F]
         rec = err.mean(1)
         nll = -self.kde_log_density(mu, ref)
         beta = self.cfg.md_beta
@@ -148,8 +161,10 @@ class MultiDomainVAE(nn.Module):
 
 
 def vae_loss(vae: MultiDomainVAE, x: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-window L1 reconstruction [B] and KL [B] of a training pass, plus the batch loss (mean L1 + w * KL)."""
+    """Per-window L1 reconstruction [B] as the score aggregates it (time weights), KL [B], and the batch loss
+    (uniform mean L1 + w * KL: every bar is learned alike whatever the scoring emphasis)."""
     recon, mu, logvar, _ = vae(x)
-    rec = (recon - x).abs().mean((1, 2))
+    abs_err = (recon - x).abs()
+    rec_score = (abs_err * vae.time_w).sum(1).mean(1)
     kl = -0.5 * (1 + logvar - mu * mu - logvar.exp()).sum(1)
-    return rec, kl, (rec + kl_weight * kl).mean()
+    return rec_score, kl, (abs_err.mean((1, 2)) + kl_weight * kl).mean()

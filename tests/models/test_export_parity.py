@@ -91,9 +91,12 @@ def test_manifest_and_side_files(exported: tuple[Trained, Path]) -> None:
     np.testing.assert_array_equal(np.load(path.parent / man["ref_latents_file"]), tr.ref_latents)
 
 
-@pytest.mark.parametrize("ablation", ["no_vae", "no_trans"])
+@pytest.mark.parametrize("ablation", ["no_vae", "no_trans", "recency"])
 def test_ablated_models_export_with_all_inputs(ablation: str, tmp_path: Path) -> None:
-    tr = random_trained(RMADConfig.ablation(small_cfg(), ablation))
+    if ablation == "recency":  # not an ablation: the recency-weighted reconstruction scores export alike
+        tr = random_trained(small_cfg(recency_halflife=4.0))
+    else:
+        tr = random_trained(RMADConfig.ablation(small_cfg(), ablation))
     path = export_onnx(tr, tmp_path, {"name": ablation})
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == list(INPUT_NAMES)

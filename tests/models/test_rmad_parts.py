@@ -238,3 +238,29 @@ def test_config_roundtrip_and_validation() -> None:
         RMADConfig(n_features=4, window=10, patch=3)
     with pytest.raises(ValueError):
         RMADConfig.ablation(cfg, "no_such")
+
+
+def test_recency_weighting_of_reconstruction_scores() -> None:
+    from models.rmad.vae import time_weights
+
+    uniform = time_weights(small_cfg())
+    torch.testing.assert_close(uniform, torch.full((T, 1), 1.0 / T))
+    w = time_weights(small_cfg(recency_halflife=2.0))
+    assert float(w.sum()) == pytest.approx(1.0) and bool((w[1:] > w[:-1]).all())
+    assert float(w[-1] / w[-3]) == pytest.approx(2.0)
+    # with a zero decoder the reconstruction error is |x|: a spike in the last bars must outscore the same spike in
+    # the first bars under recency weighting, and tie under the paper's plain mean
+    for halflife, later_wins in ((None, False), (2.0, True)):
+        model = RMAD(small_cfg(recency_halflife=halflife)).eval()
+        assert model.tc is not None
+        with torch.no_grad():
+            model.tc.decoder.weight.zero_()
+            model.tc.decoder.bias.zero_()
+            x = torch.zeros(2, T, F)
+            x[0, :2] = 5.0
+            x[1, -2:] = 5.0
+            s_trans = model(x, torch.zeros(4, 16), torch.zeros(3, 32))[2]
+        if later_wins:
+            assert float(s_trans[1]) > 5 * float(s_trans[0])
+        else:
+            assert float(s_trans[1]) == pytest.approx(float(s_trans[0]))
