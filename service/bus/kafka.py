@@ -35,6 +35,7 @@ from service.bus.base import (
     TopicPartition,
     TopicSpec,
 )
+from service.bus.partitioning import CachedMurmur2Partitioner
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,7 @@ class KafkaProducer(Producer):
             max_batch_size=o.max_batch_bytes,
             compression_type=None if o.compression == "none" else o.compression,
             request_timeout_ms=o.request_timeout_ms,
+            partitioner=CachedMurmur2Partitioner(),
         )
         try:
             await self._p.start()
@@ -344,8 +346,19 @@ class KafkaConsumer(Consumer):
             await c.seek_to_committed()
 
 
+CONSUMER_CLOSE_TIMEOUT_S = 3.0
+
+
 async def _quiet_close_consumer(c: AIOKafkaConsumer) -> None:
+    """Close a consumer, waiting at most CONSUMER_CLOSE_TIMEOUT_S.
+
+    Why bounded: leaving the group is a courtesy (the broker expires a silent member after the session timeout),
+    and a LeaveGroup sent while a rebalance is in progress can wait for the whole rebalance (seconds on Tansu); a
+    process shutting down within its grace period cannot wait for that. Offsets are committed before this.
+    """
     try:
-        await c.stop()
+        await asyncio.wait_for(c.stop(), CONSUMER_CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("consumer did not close within %.0f s (leaving the group); going on", CONSUMER_CLOSE_TIMEOUT_S)
     except Exception:
         log.debug("ignored error while stopping consumer", exc_info=True)

@@ -177,3 +177,16 @@ async def test_send_and_wait_reports_partition_and_offset(bus: Bus, unique: str)
     assert o2 > o1
     assert await bus.partitions_for(topic) == PARTITIONS
     await bus.ping()
+
+
+def test_cached_partitioner_places_keys_like_kafkas_default() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from service.bus.partitioning import CachedMurmur2Partitioner, partition_for
+
+    cached = CachedMurmur2Partitioner(max_keys=7)
+    parts = list(range(12))
+    for i in range(50):
+        key = f"binance-spot:SYM{i % 20}".encode()
+        assert cached(key, parts, parts) == DefaultPartitioner()(key, parts, parts) == partition_for(key, 12)
+    assert cached(None, parts, [3]) == 3
