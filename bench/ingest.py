@@ -127,22 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200_000, help="trade messages per case")
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
-    ap.add_argument(
-        "--cached-partitioner",
-        action="store_true",
-        help="what-if: memoise aiokafka's pure-Python murmur2 (keys are a few venue:symbol strings); "
-        "bench-only, to size a change to service/bus/kafka.py",
-    )
     args = ap.parse_args(argv)
-    if args.cached_partitioner:
-        import functools
-
-        import aiokafka.partitioner
-
-        aiokafka.partitioner.murmur2 = functools.lru_cache(maxsize=65536)(aiokafka.partitioner.murmur2)  # type: ignore[assignment]
-
-    what_if = ", murmur2 memoised (what-if)" if args.cached_partitioner else ""
-    print(f"python {sys.version.split()[0]}, event loop {args.loop}, {args.n:,} trades per case, one process{what_if}")
+    print(f"python {sys.version.split()[0]}, event loop {args.loop}, {args.n:,} trades per case, one process")
     frames = binance_frames(args.n)
     bench_parse("binance aggTrade", frames, lambda f: parse_binance(f, "spot", 1), args.n)
     bb = bybit_frames(args.n)
