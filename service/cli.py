@@ -17,6 +17,7 @@ import asyncio
 import importlib
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -77,12 +78,20 @@ def _serve(roles: set[str], args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=max(1, int(grace * HTTP_DRAIN_SHARE)),
         lifespan="on",
     )
-    _GracefulServer(config, runtime, grace).run()
+    server = _GracefulServer(config, runtime, grace)
+    server.run()
+    if server.deadline is not None:
+        # stopped by a signal and drained: exit now. Interpreter teardown (C-extension thread pools, the daemon
+        # watchdog frozen meanwhile) can take a second or more and would push the exit past the grace period.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
 HTTP_DRAIN_SHARE = 0.25
-EXIT_MARGIN_S = 0.5  # kept back from the grace period for the interpreter to exit after the runtime stopped
+EXIT_MARGIN_S = 0.75  # kept back from the grace period for the interpreter to exit after the runtime stopped
 
 
 class _GracefulServer:
@@ -103,6 +112,11 @@ class _GracefulServer:
             def handle_exit(self, sig: int, frame: FrameType | None) -> None:
                 outer.on_signal(sig)
                 super().handle_exit(sig, frame)
+                # uvicorn re-raises captured signals after shutdown (exit status -15); a SIGTERM drained within
+                # the grace period is a clean stop and exits 0 (the watchdog exits 3 when the drain overruns)
+                captured = getattr(self, "_captured_signals", None)
+                if sig == signal.SIGTERM and isinstance(captured, list) and sig in captured:
+                    captured.remove(sig)
 
         self.server = Server(config)
         self.runtime = runtime

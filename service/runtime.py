@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from service.bus import Bus, make_bus
 from service.bus.factory import standard_topics
@@ -28,6 +28,27 @@ def _detail(c: Component) -> str:
         return c.health().detail
     except Exception as exc:
         return f"health raised {exc!r}"
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None, timeout_s: float | None = None) -> None:
+    """Cancel `task` and wait until it has ended, cancelling again every 50 ms while it runs on.
+
+    Why not one `task.cancel()`: on Python 3.11, `asyncio.wait_for` swallows a cancellation that arrives as its
+    inner operation completes (CPython gh-86296), and redis-py sends every command through `wait_for`: a loop
+    issuing Redis commands can absorb a single cancel and keep running, so a plain cancel-and-await may never
+    return. Exceptions of the task are not raised here (it is being stopped); `timeout_s` bounds the wait.
+    """
+    if task is None or task.done():
+        return
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+        if deadline is not None and time.monotonic() > deadline:
+            log.error("task %s did not end after being cancelled for %.1f s", task.get_name(), timeout_s)
+            return
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 @dataclass(frozen=True, slots=True)

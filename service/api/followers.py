@@ -23,7 +23,7 @@ from service.api.hub import AlertHub
 from service.api.metrics import FOLLOWER_LAG, FOLLOWER_RECORDS
 from service.bus import Bus
 from service.bus.base import Consumer, Record
-from service.runtime import Health
+from service.runtime import Health, cancel_and_wait
 from service.settings import Settings
 from service.state import StateStore
 
@@ -61,9 +61,7 @@ class TopicFollower:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         await self.flush()
         if self._consumer is not None:

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from service.api.alertlog import AlertFilter, AlertLog, LogEntry
-from service.runtime import Health
+from service.runtime import Health, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +138,7 @@ class AlertHub:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         for sub in list(self.subscribers):
             sub.cut(f"{SHUTDOWN_REASON}; {sub.resume_hint()}")

@@ -26,7 +26,7 @@ import orjson
 
 from service.api.alertlog import AlertFilter, AlertLog, LogEntry
 from service.api.metrics import WEBHOOK_DELIVERIES, WEBHOOK_LATENCY
-from service.runtime import Health
+from service.runtime import Health, cancel_and_wait
 from service.settings import Settings
 from service.state import StateStore
 
@@ -213,8 +213,7 @@ class WebhookDispatcher:
         for t in tasks:
             t.cancel()
         for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+            await cancel_and_wait(t)
         self._task = None
         self._workers.clear()
         if self._leader:

@@ -26,7 +26,7 @@ import msgspec
 import numpy as np
 
 from service.bus.base import Bus, CommitFailedError, Consumer, Producer, Record, TopicPartition
-from service.runtime import Health
+from service.runtime import Health, cancel_and_wait
 from service.schemas.market import Trade, decode_market
 from service.schemas.scoring import Alert, AnomalyType, BranchScores, FeatureContribution, alert_id
 from service.scoring import metrics
@@ -215,18 +215,14 @@ class ScoringWorker:
         self._stopping.set()
         main = self._tasks[0] if self._tasks else None
         if main is not None:
-            main.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await main
+            await cancel_and_wait(main)
         self.batcher.close()
         for t in self._tasks[1:]:
             if t.get_name() == "worker-score":
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(t, self.s.shutdown_grace_s / 2)
         for t in self._tasks[1:]:
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+            await cancel_and_wait(t)
         with contextlib.suppress(Exception):
             await self.checkpoint()
         await self.registry.stop()

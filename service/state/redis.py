@@ -8,6 +8,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.state.base import FieldValue, Script, StateError, StateStore, StreamEntry, to_bytes
 
@@ -28,6 +29,35 @@ else
 end
 return 1
 """
+
+
+class _CancellableConnection(aioredis.Connection):
+    """A redis-py connection whose send timeout is `asyncio.timeout`, not `asyncio.wait_for`.
+
+    Why: on Python 3.11, `wait_for` swallows a cancellation that arrives while its (instant) socket write completes
+    (CPython gh-86296), so a task looping over Redis commands could absorb `task.cancel()` and never stop; a
+    graceful shutdown would then hang on it. Same timeout, same errors, cancellation always delivered.
+    """
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        timeout = self.socket_timeout
+        if not timeout:
+            await super().send_packed_command(command, check_health)
+            return
+        self.socket_timeout = None  # the parent then writes without wait_for; the timeout is ours
+        try:
+            async with asyncio.timeout(timeout):
+                await super().send_packed_command(command, check_health)
+        except TimeoutError:
+            await self.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        finally:
+            self.socket_timeout = timeout
+
+
+def _connection_class(url: str) -> dict[str, Any]:
+    """Plain TCP URLs get the cancellable connection; TLS and unix-socket URLs keep redis-py's own classes."""
+    return {"connection_class": _CancellableConnection} if url.startswith("redis://") else {}
 
 
 def _entries(raw: list[Any]) -> list[StreamEntry]:
@@ -51,6 +81,7 @@ class RedisState(StateStore):
             socket_connect_timeout=min(socket_timeout_s, 2.0),
             health_check_interval=30,
             retry_on_timeout=False,
+            **_connection_class(url),
         )
         self._shas: dict[str, str] = {}
 
