@@ -190,3 +190,26 @@ def test_cached_partitioner_places_keys_like_kafkas_default() -> None:
         key = f"binance-spot:SYM{i % 20}".encode()
         assert cached(key, parts, parts) == DefaultPartitioner()(key, parts, parts) == partition_for(key, 12)
     assert cached(None, parts, [3]) == 3
+
+
+async def test_timestamps_and_headers_survive_the_round_trip(bus: Bus, unique: str) -> None:
+    topic = await _topic(bus, f"meta-{unique}")
+    producer = bus.producer()
+    await producer.start()
+    try:
+        for i in range(30):
+            await producer.send(
+                topic, f"v{i}".encode(), key=b"k", headers=[("src", b"test")], timestamp_ms=1_600_000_000_000 + i
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+    consumer = bus.consumer([topic], f"g-{unique}")
+    await consumer.start()
+    try:
+        got = await _drain(consumer, 30)
+    finally:
+        await consumer.stop()
+    assert [r.value for r in got] == [f"v{i}".encode() for i in range(30)]
+    assert [r.timestamp_ms for r in got] == [1_600_000_000_000 + i for i in range(30)]
+    assert all(r.headers == (("src", b"test"),) for r in got)
