@@ -20,6 +20,7 @@ from enum import StrEnum
 from fastapi import HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 
+from service.api.metrics import RATE_LIMITED
 from service.settings import Settings
 from service.state import StateStore
 from service.state.base import CommandRunner, Script
@@ -297,6 +298,7 @@ async def authenticate(keys: KeyStore, limiter: RateLimiter, key: str | None, sc
         raise AuthError(status.HTTP_403_FORBIDDEN, f"this key lacks the {scope.value!r} scope")
     decision = await limiter.take(principal)
     if not decision.allowed:
+        RATE_LIMITED.inc()
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             detail=f"rate limit of key {principal.key_id} exceeded; retry after {decision.retry_after_s} s",

@@ -9,7 +9,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from service.api import dashboard, routes_alerts, routes_scoring, routes_streams, routes_webhooks
-from service.api.metrics import RATE_LIMITED
 
 
 def _field(loc: Any) -> str:
@@ -32,13 +31,6 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 def install_v1(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
-
-    @app.middleware("http")
-    async def count_429(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
-        if response.status_code == 429:
-            RATE_LIMITED.inc()
-        return response
 
     app.include_router(routes_streams.router)  # before /v1/alerts/{alert_id}, which would swallow /v1/alerts/sse
     app.include_router(routes_alerts.router)

@@ -1,0 +1,302 @@
+"""API throughput and latency: POST /v1/score/transaction against GET /healthz (the framework's floor), one run.
+
+    .venv/bin/python -m bench.api [--seconds 8] [--connections 32]
+
+One uvicorn worker (one process, uvloop, httptools, no access log) serves the real app on a real redis-server
+(tests/servers.py starts one unless RMAD_REDIS_URL is set): every scored request is authenticated (API key, scope
+check) and rate-limited (the token-bucket Lua script, one Redis round trip), validated, given live market context
+and scored by the ONNX model through the micro-batcher. The model is models/artifacts/market when shipped, else the
+contract test model (tests/scoring/modelgen, window 64; needs torch). The load comes from a separate process with
+keep-alive connections written against raw asyncio streams (an HTTP client library would be the bottleneck);
+latency is measured by that client, request written to response read. Target: >= 2,000 scored requests/s at
+p99 <= 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------------------------------- the server
+
+
+def serve(port: int) -> None:
+    """The server process: the app with the api role's components, one uvicorn worker."""
+    import argparse as ap
+
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.components import build
+    from service.runtime import Runtime
+    from service.settings import load_settings
+
+    settings = load_settings()
+    runtime = Runtime.from_settings(settings)
+    for c in build({"api"}, runtime, ap.Namespace()):
+        runtime.add(c)
+    app = create_app(runtime)
+    uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False, lifespan="on")
+
+
+# --------------------------------------------------------------------------------------------------- the load
+
+
+def _request(path: str, body: bytes | None, key: str) -> bytes:
+    if body is None:
+        return f"GET {path} HTTP/1.1\r\nHost: bench\r\nX-API-Key: {key}\r\n\r\n".encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: bench\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _trade_bodies(n: int, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    now = int(time.time() * 1000)
+    out = []
+    for i in range(n):
+        sym = f"SYM{i % 50}USDT"
+        out.append(
+            json.dumps(
+                {
+                    "kind": "trade",
+                    "venue": "bench",
+                    "symbol": sym,
+                    "price": round(100 * (1 + rng.uniform(-0.01, 0.01)), 4),
+                    "size": round(rng.lognormvariate(0, 1), 6),
+                    "side": rng.choice(["buy", "sell"]),
+                    "time_ms": now + i,
+                }
+            ).encode()
+        )
+    return out
+
+
+async def _conn(port: int, reqs: list[bytes], t_start: float, t_stop: float, out: dict[str, Any]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    i = random.randrange(len(reqs))
+    lat: list[float] = out["lat"]
+    try:
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= t_stop:
+                return
+            writer.write(reqs[i % len(reqs)])
+            i += 1
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if length:
+                await reader.readexactly(length)
+            t1 = time.perf_counter()
+            if t0 >= t_start:  # after the warm-up
+                lat.append(t1 - t0)
+                out["status"][status] = out["status"].get(status, 0) + 1
+    finally:
+        writer.close()
+
+
+def _load(port: int, reqs: list[bytes], connections: int, warmup_s: float, seconds: float, q: Any) -> None:
+    """The client process: `connections` keep-alive connections for warm-up + `seconds`; reports latencies."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    async def main() -> dict[str, Any]:
+        now = time.perf_counter()
+        out: dict[str, Any] = {"lat": [], "status": {}}
+        t_start, t_stop = now + warmup_s, now + warmup_s + seconds
+        await asyncio.gather(*(_conn(port, reqs, t_start, t_stop, out) for _ in range(connections)))
+        return out
+
+    res = asyncio.run(main())
+    q.put({"lat": res["lat"], "status": res["status"]})
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (and its threads), from /proc; 0 where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def measure(
+    port: int, reqs: list[bytes], connections: int, warmup_s: float, seconds: float, server_pid: int
+) -> dict[str, float]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_load, args=(port, reqs, connections, warmup_s, seconds, q))
+    p.start()
+    time.sleep(warmup_s)
+    cpu0 = cpu_seconds(server_pid)
+    res = q.get(timeout=warmup_s + seconds + 120)
+    cpu1 = cpu_seconds(server_pid)
+    p.join(30)
+    lat = sorted(res["lat"])
+    n = len(lat)
+    if not n:
+        return {"rps": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"), "n": 0, "non_2xx": 0, "cpu_ms": 0.0}
+    non_ok = sum(v for k, v in res["status"].items() if not 200 <= int(k) < 300)
+    return {
+        "rps": n / seconds,
+        "p50_ms": lat[n // 2] * 1000,
+        "p99_ms": lat[min(n - 1, int(n * 0.99))] * 1000,
+        "max_ms": lat[-1] * 1000,
+        "n": n,
+        "non_2xx": non_ok,
+        # server CPU per request: what the request costs, independent of how busy the machine is
+        "cpu_ms": (cpu1 - cpu0) * 1000 / n,
+    }
+
+
+# --------------------------------------------------------------------------------------------------- driver
+
+
+def _model_dir() -> tuple[Path, str]:
+    shipped = ROOT / "models" / "artifacts"
+    if any((shipped / "market").glob("*/manifest.json")):
+        return shipped, "shipped models/artifacts/market"
+    sys.path.insert(0, str(ROOT))
+    from tests.scoring.modelgen import export_tiny_model
+
+    root = Path(tempfile.mkdtemp(prefix="bench-api-models-"))
+    export_tiny_model(root, name="market", version="bench", window=64, created_ms=1)
+    return root, "contract test model (tests/scoring/modelgen, window 64 x 23 features)"
+
+
+async def _make_key(redis_url: str, prefix: str) -> str:
+    from service.api.auth import KeyStore, Scope
+    from service.settings import load_settings
+    from service.state.redis import RedisState
+
+    settings = load_settings(redis_url=redis_url, redis_key_prefix=prefix, env="test")
+    state = RedisState(redis_url, prefix)
+    try:
+        key, _ = await KeyStore(state, settings).create("bench", [Scope.SCORE], rate_per_s=1e7, burst=10_000_000)
+        return key
+    finally:
+        await state.close()
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError("the API server did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per endpoint")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per endpoint (not measured)")
+    parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections")
+    parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve is not None:
+        serve(args.serve)
+        return
+    sys.path.insert(0, str(ROOT))
+    from tests.servers import free_port, start_redis
+
+    owned = None
+    redis_url = os.environ.get("RMAD_REDIS_URL") or ""
+    if not redis_url:
+        owned = start_redis()
+        redis_url = f"redis://127.0.0.1:{owned.port}/0"
+    models, model_note = _model_dir()
+    prefix = f"bench-api-{os.getpid()}:"
+    key = asyncio.run(_make_key(redis_url, prefix))
+    port = free_port()
+    env = dict(
+        os.environ,
+        RMAD_REDIS_URL=redis_url,
+        RMAD_REDIS_KEY_PREFIX=prefix,
+        RMAD_ENV="test",
+        RMAD_MODEL_DIR=str(models),
+        RMAD_LOG_LEVEL="WARNING",
+    )
+    env.pop("RMAD_KAFKA_BOOTSTRAP_SERVERS", None)
+    argv = os.environ.get("RMAD_BENCH_SERVER_ARGV", "").split() or [sys.executable, "-m", "bench.api", "--serve"]
+    server = subprocess.Popen([*argv, str(port)], cwd=ROOT, env=env)
+    try:
+        _wait_port(port, server)
+        print(
+            f"api bench: one uvicorn worker, {args.connections} keep-alive connections, {args.seconds:g} s measured "
+            f"after {args.warmup:g} s warm-up per endpoint; python {platform.python_version()}, {os.cpu_count()} cpus; "
+            f"redis at {redis_url}; model: {model_note}"
+        )
+        print(f"load average (1 min) before the runs: {os.getloadavg()[0]:.1f}")
+        rows = []
+        health = measure(
+            port, [_request("/healthz", None, key)], args.connections, args.warmup, args.seconds, server.pid
+        )
+        rows.append(("GET /healthz (floor)", health))
+        bodies = _trade_bodies(2000)
+        score = measure(
+            port,
+            [_request("/v1/score/transaction", b, key) for b in bodies],
+            args.connections,
+            args.warmup,
+            args.seconds,
+            server.pid,
+        )
+        rows.append(("POST /v1/score/transaction (trade)", score))
+        print(
+            f"{'endpoint':38} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'requests':>9} {'non-2xx':>8} "
+            f"{'server CPU ms/req':>18}"
+        )
+        for name, r in rows:
+            print(
+                f"{name:38} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r.get('max_ms', 0):8.1f} "
+                f"{r['n']:9d} {r['non_2xx']:8d} {r['cpu_ms']:18.3f}"
+            )
+        ok = score["rps"] >= 2000 and score["p99_ms"] <= 20 and score["non_2xx"] == 0
+        print(
+            f"target >= 2,000 scored req/s at p99 <= 20 ms: {'met' if ok else 'NOT met'} "
+            f"({score['rps']:.0f} req/s, p99 {score['p99_ms']:.1f} ms; floor {health['rps']:.0f} req/s)"
+        )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        if owned is not None:
+            owned.stop()
+
+
+if __name__ == "__main__":
+    main()
