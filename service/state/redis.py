@@ -55,6 +55,9 @@ class _CancellableConnection(aioredis.Connection):
             self.socket_timeout = timeout
 
 
+MAX_CONNECTIONS = 128  # per process
+
+
 def _connection_class(url: str) -> dict[str, Any]:
     """Plain TCP URLs get the cancellable connection; TLS and unix-socket URLs keep redis-py's own classes."""
     return {"connection_class": _CancellableConnection} if url.startswith("redis://") else {}
@@ -74,8 +77,13 @@ class RedisState(StateStore):
     def __init__(self, url: str, key_prefix: str = "", socket_timeout_s: float = 5.0) -> None:
         self.url = url
         self.prefix = key_prefix
-        self._r = aioredis.Redis.from_url(
+        # A blocking pool: past MAX_CONNECTIONS a command waits (up to the socket timeout) for a free connection.
+        # redis-py's default pool refuses at once ("Too many connections", 100), which turned a burst of 200
+        # stream subscribers, each checking its API key, into HTTP 500s (tests/faults: the API burst case).
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=socket_timeout_s,
             decode_responses=False,
             socket_timeout=socket_timeout_s,
             socket_connect_timeout=min(socket_timeout_s, 2.0),
@@ -83,6 +91,7 @@ class RedisState(StateStore):
             retry_on_timeout=False,
             **_connection_class(url),
         )
+        self._r = aioredis.Redis.from_pool(pool)
         self._shas: dict[str, str] = {}
 
     @property
