@@ -7,6 +7,7 @@ import argparse
 
 from service.api.context import context_for
 from service.api.followers import AlertLogFollower, ScoresFollower, TapeFollower
+from service.api.scoring import ModelsComponent
 from service.components import register
 from service.runtime import Component, Runtime
 
@@ -19,6 +20,7 @@ def build_api(runtime: Runtime, _args: argparse.Namespace) -> list[Component]:
         parts.append(AlertLogFollower(runtime.bus, s, ctx.alert_log, ctx.hub, runtime.state))
         parts.append(ScoresFollower(runtime.bus, s, runtime.state))
         parts.append(TapeFollower(runtime.bus, s, runtime.state, on_trade=ctx.scoring.observe_trade))
+    parts.append(ModelsComponent(ctx.scoring))
     parts.append(ctx.hub)
     parts.append(ctx.dispatcher)
     return parts

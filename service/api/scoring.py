@@ -175,6 +175,20 @@ class ScoringService:
     async def stop(self) -> None:
         if self._registry is not None:
             await self._registry.stop()
+        self._started = False
+
+    async def start(self) -> None:
+        """Load the configured models off the event loop and start hot reload (the `api-models` component)."""
+        reg = self.registry()
+        if reg is None or self._started:
+            return
+        self._started = True
+        for name in self.model_names():
+            try:
+                await reg.refresh_async(name)
+            except Exception as exc:
+                log.warning("model %s: %s", name, exc)
+        reg.start()
 
     # --- scoring
     async def score(self, model_name: str, window: np.ndarray) -> WindowResult:
@@ -310,3 +324,30 @@ def fast_clone(obj: Any) -> Any:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class ModelsComponent:
+    """The api role's model component: loads the models at start (so live market context is kept from the first
+    trade, not from the first scoring request), hot-reloads them, and says which are serving."""
+
+    name = "api-models"
+
+    def __init__(self, service: ScoringService) -> None:
+        self.service = service
+
+    async def start(self) -> None:
+        await self.service.start()
+
+    async def stop(self) -> None:
+        await self.service.stop()
+
+    def health(self) -> Any:
+        from service.runtime import Health
+
+        if self.service.import_error:
+            return Health(True, self.service.import_error)
+        models = self.service.loaded_models()
+        if not models:
+            # not a readiness failure: everything but scoring works, and scoring answers 503 "model not loaded"
+            return Health(True, "no model loaded; scoring answers 503")
+        return Health(True, ", ".join(f"{m.name}/{m.version}" for m in models))
