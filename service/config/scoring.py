@@ -18,6 +18,9 @@ class ScoringSettings(BaseModel):
     scoring_queue_bound: int = Field(
         default=4096, ge=1, description="windows waiting for inference before partitions are paused"
     )
+    scoring_fetch_max_wait_ms: int = Field(
+        default=10, ge=0, le=5000, description="broker-side fetch wait of the worker's consumer (latency vs idle polls)"
+    )
     scoring_poll_records: int = Field(default=2000, ge=1, description="max records taken per poll")
     scoring_bar_interval_ms: int | None = Field(
         default=None, ge=1, description="trade bar interval; default: the manifest's bar_interval_s"

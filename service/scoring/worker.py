@@ -29,7 +29,7 @@ from service.bus.base import Bus, CommitFailedError, Consumer, Producer, Record,
 from service.runtime import Health, cancel_and_wait
 from service.schemas.market import Trade, decode_market
 from service.schemas.scoring import Alert, AnomalyType, BranchScores, FeatureContribution, alert_id
-from service.scoring import metrics
+from service.scoring import lowlatency, metrics
 from service.scoring.alerts import AlertPolicy, KeyAlertState, build_alert, classify, tiers
 from service.scoring.batcher import MicroBatcher
 from service.scoring.centres import CentreStore
@@ -196,7 +196,13 @@ class ScoringWorker:
         self._geometry = self._geometry_of(model)
         self.store = self._new_store(self._geometry)
         self.registry.start()
-        self._consumer = self.bus.consumer(self.topics, self.s.scoring_group_id, client_id=self.client_id)
+        self._consumer = lowlatency.consumer(
+            self.bus,
+            self.topics,
+            self.s.scoring_group_id,
+            client_id=self.client_id,
+            fetch_max_wait_ms=self.s.scoring_fetch_max_wait_ms,
+        )
         await self._consumer.start()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._score_loop(), name="worker-score"))

@@ -152,9 +152,12 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
         self._fh = log.open("ab")
-        env = {**env, "RMAD_HOST": "127.0.0.1", "RMAD_PORT": str(free_port())}  # every role serves /healthz
+        self.port = free_port()
+        env = {**env, "RMAD_HOST": "127.0.0.1", "RMAD_PORT": str(self.port)}  # every role serves /healthz
+        prof = os.environ.get("RMAD_WORKER_PROFILE")  # a path: run the worker under cProfile (bench diagnosis)
+        pre = ["-m", "cProfile", "-o", prof] if prof else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "worker"], env=env, cwd=ROOT, stdout=self._fh, stderr=self._fh
+            [sys.executable, *pre, "-m", "service.cli", "worker"], env=env, cwd=ROOT, stdout=self._fh, stderr=self._fh
         )
 
     def kill(self) -> None:
