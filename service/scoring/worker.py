@@ -152,6 +152,9 @@ class ScoringWorker:
         self._last_sweep = time.monotonic()
         self._error: str | None = None
         self._running = False
+        self.chain_model: LoadedModel | None = None
+        self._chain_rings: dict[str, deque[np.ndarray]] = {}
+        self._chain_policy: dict[str, KeyAlertState] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def _geometry_of(self, model: LoadedModel) -> _Geometry:
@@ -195,6 +198,12 @@ class ScoringWorker:
         model = await self._wait_model()
         self._geometry = self._geometry_of(model)
         self.store = self._new_store(self._geometry)
+        self.chain_model = await asyncio.to_thread(self.registry.maybe, self.s.model_chain)
+        if self.chain_model is not None and self.chain_model.artifact.manifest.kind == "chain":
+            self.topics.append(self.s.topic_chain)
+        else:
+            self.chain_model = None
+            log.info("no chain model %r: %s is not consumed", self.s.model_chain, self.s.topic_chain)
         self.registry.start()
         self._consumer = lowlatency.consumer(
             self.bus,
@@ -264,6 +273,10 @@ class ScoringWorker:
             recs = await c.getmany(timeout_ms=50, max_records=self.s.scoring_poll_records)
             await self._sync_assignment(c)
             if recs:
+                chain = [r for r in recs if r.topic == self.s.topic_chain]
+                if chain:
+                    recs = [r for r in recs if r.topic != self.s.topic_chain]
+                    await self._handle_chain(chain)
                 self._handle(recs)
                 await asyncio.sleep(0)  # an in-process bus returns at once: let scoring and checkpoints run
             now = time.monotonic()
@@ -355,6 +368,68 @@ class ScoringWorker:
         for topic, ing in last_ingest.items():
             metrics.CONSUMER_LAG.labels(topic=topic).set(max(0.0, (now_ms - ing) / 1000))
         metrics.RECORDS.labels(topic="all", outcome="ok").inc(len(recs))
+
+    async def _handle_chain(self, recs: list[Record]) -> None:
+        """chain.txs: each record names one address of a transaction; its live activity features (kept in Redis by
+        ingest, service/features/chain) become the newest row of the address's window, scored by the chain model.
+        Chain rates are low (tens of tx/s), so these are scored per poll, not micro-batched; the partition's
+        offsets advance only after the scores and alerts are produced."""
+        from service.features.chain import address_features, feature_vector
+        from service.schemas.chain import ChainTx
+
+        model = self.registry.maybe(self.s.model_chain) or self.chain_model
+        assert model is not None and self._producer is not None and self._delivery is not None
+        names = model.artifact.manifest.features.names
+        ready: list[tuple[ChainTx, np.ndarray]] = []
+        for r in recs:
+            if r.tp not in self._owned:
+                continue
+            try:
+                tx = ChainTx.decode(r.value)
+            except ValueError:
+                metrics.RECORDS.labels(topic=r.topic, outcome="bad").inc()
+                continue
+            if tx.retraction:
+                continue
+            feats = await address_features(self.state, tx.chain.value, tx.address)
+            ring = self._chain_rings.setdefault(tx.key, deque(maxlen=model.window))
+            ring.append(np.asarray(feature_vector(feats, names), dtype=np.float32))
+            if len(ring) == model.window:
+                ready.append((tx, np.stack(ring)))
+        if ready:
+            results = await asyncio.to_thread(self.scorer.score_windows, model.name, [w for _, w in ready], model=model)
+            now_ms = int(time.time() * 1000)
+            for (tx, win), res in zip(ready, results, strict=True):
+                score = res.to_score(tx.key, tx.time_ms, tx.time_ms, False, now_ms)
+                await self._producer.send(self.s.topic_scores, score.model_dump_json().encode(), key=tx.key.encode())
+                st = self._chain_policy.setdefault(tx.key, KeyAlertState())
+                kind = AnomalyType.SUSPICIOUS_TRANSFER
+                if self.policy.decide(st, res.fused, res.threshold, tx.time_ms, kind):
+                    alert = build_alert(
+                        tx.key,
+                        tx.time_ms,
+                        res,
+                        win,
+                        names,
+                        model.artifact.normal,
+                        kind="chain",
+                        critical=model.artifact.manifest.thresholds.critical,
+                        anomaly=kind,
+                    )
+                    ok = await self._delivery.publish(
+                        alert.id, alert.key, alert.model_dump_json().encode(), self._inflight_key(r.tp)
+                    )
+                    if ok:
+                        self.stats.alerts += 1
+                        metrics.ALERTS.labels(type=kind.value, severity=alert.severity.value).inc()
+            self.stats.scored += len(ready)
+        for r in recs:
+            if r.tp in self._owned:
+                self._processed[r.tp] = r.offset + 1
+        while len(self._chain_rings) > self.s.scoring_max_keys:  # bounded: forget the oldest addresses
+            old = next(iter(self._chain_rings))
+            del self._chain_rings[old]
+            self._chain_policy.pop(old, None)
 
     def _enqueue(self, w: ClosedWindow) -> None:
         self.stats.windows += 1

@@ -36,6 +36,7 @@ def export_tiny_model(
     created_ms: int | None = None,
     seed: int = 0,
     fused_offset: float = 0.0,
+    kind: str = "market",
 ) -> Path:
     """Write <root>/<name>/<version>/{model.onnx, manifest.json, centres.npy, ref_latents.npy}; return the dir."""
     import torch
@@ -90,7 +91,7 @@ def export_tiny_model(
         "name": name,
         "version": version,
         "created_ms": int(time.time() * 1000) if created_ms is None else created_ms,
-        "kind": "market",
+        "kind": kind,
         "window": window,
         "bar_interval_s": bar_interval_s,
         "features": {"names": list(features), "center": c, "scale": s, "normal": c},
