@@ -27,7 +27,7 @@ import numpy as np
 
 from service.bus.base import Bus, CommitFailedError, Consumer, Producer, Record, TopicPartition
 from service.runtime import Health, cancel_and_wait
-from service.schemas.market import Trade, decode_market
+from service.schemas.market import BookTop, Trade, decode_market
 from service.schemas.scoring import Alert, AnomalyType, BranchScores, FeatureContribution, alert_id
 from service.scoring import lowlatency, metrics
 from service.scoring.alerts import AlertPolicy, KeyAlertState, build_alert, classify, tiers
@@ -38,6 +38,7 @@ from service.scoring.delivery import AlertDelivery
 from service.scoring.registry import LoadedModel, ModelNotFoundError, ModelRegistry
 from service.scoring.scorer import Scorer, WindowResult
 from service.scoring.session import SessionOptions
+from service.scoring.spoofing import SpoofingMonitor, SpoofSignal
 from service.scoring.windows import ClosedWindow, WindowStore, apply_event
 from service.settings import Settings
 from service.state.base import StateStore
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 CROSSVENUE_MODEL = "crossvenue"
 CROSSVENUE_VERSION = "1"
+BOOK_RULES_MODEL = "book-rules"
+BOOK_RULES_VERSION = "1"
 
 
 @dataclass(slots=True)
@@ -116,6 +119,18 @@ class ScoringWorker:
         self.online_centres = settings.centres_online if online_centres is None else online_centres
         self.client_id = client_id or f"rmad-worker-{uuid.uuid4().hex[:8]}"
         self.topics = [settings.topic_trades, settings.topic_bars]
+        self.spoofing = (
+            SpoofingMonitor(
+                settings.spoofing_wall_mult,
+                window_ms=int(settings.spoofing_window_s * 1000),
+                min_flips=settings.spoofing_min_flips,
+                max_keys=settings.scoring_max_keys,
+            )
+            if settings.spoofing_enabled
+            else None
+        )
+        if self.spoofing is not None:
+            self.topics.append(settings.topic_books)
         self.policy = AlertPolicy(settings.alert_hysteresis, int(settings.alert_cooldown_s * 1000))
         self.batcher: MicroBatcher[ClosedWindow] = MicroBatcher(
             settings.scoring_batch_size, settings.scoring_max_wait_ms / 1000.0, settings.scoring_queue_bound
@@ -274,9 +289,13 @@ class ScoringWorker:
             await self._sync_assignment(c)
             if recs:
                 chain = [r for r in recs if r.topic == self.s.topic_chain]
+                books = [r for r in recs if r.topic == self.s.topic_books]
+                if chain or books:
+                    recs = [r for r in recs if r.topic not in (self.s.topic_chain, self.s.topic_books)]
                 if chain:
-                    recs = [r for r in recs if r.topic != self.s.topic_chain]
                     await self._handle_chain(chain)
+                if books:
+                    await self._handle_books(books)
                 self._handle(recs)
                 await asyncio.sleep(0)  # an in-process bus returns at once: let scoring and checkpoints run
             now = time.monotonic()
@@ -368,6 +387,68 @@ class ScoringWorker:
         for topic, ing in last_ingest.items():
             metrics.CONSUMER_LAG.labels(topic=topic).set(max(0.0, (now_ms - ing) / 1000))
         metrics.RECORDS.labels(topic="all", outcome="ok").inc(len(recs))
+
+    async def _handle_books(self, recs: list[Record]) -> None:
+        """market.books: the spoofing-like rule (service/scoring/spoofing.py); its alerts are published before the
+        partition's offsets advance, like every other output."""
+        assert self._delivery is not None
+        mon = self.spoofing
+        for r in recs:
+            if r.tp not in self._owned:
+                continue
+            try:
+                ev = decode_market(r.value)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                metrics.RECORDS.labels(topic=r.topic, outcome="bad").inc()
+                continue
+            if mon is None or not isinstance(ev, BookTop):
+                continue
+            for sig in mon.observe(ev):
+                pkey = f"sp|{sig.key}"
+                mark = self._marks.get(pkey)
+                st = mark.alert if mark is not None else KeyAlertState()
+                thr = float(mon.min_flips)
+                fired = self.policy.decide(st, float(sig.flips), thr, sig.event_ms, AnomalyType.SPOOFING_LIKE)
+                self._marks[pkey] = _Mark(sig.event_ms, st)
+                if not fired:
+                    continue
+                alert = self._spoof_alert(sig, thr)
+                if await self._delivery.publish(
+                    alert.id, alert.key, alert.model_dump_json().encode(), self._inflight_key(r.tp)
+                ):
+                    self.stats.alerts += 1
+                    metrics.ALERTS.labels(type=alert.anomaly_type.value, severity=alert.severity.value).inc()
+                    log.info("alert %s %s spoofing_like at %d", alert.id, alert.key, alert.window_end_ms)
+        for r in recs:
+            if r.tp in self._owned:
+                self._processed[r.tp] = r.offset + 1
+
+    def _spoof_alert(self, sig: SpoofSignal, thr: float) -> Alert:
+        venue, _, symbol = sig.key.partition(":")
+        sev, action = tiers(float(sig.flips), thr, thr * 3, False)
+        zero = BranchScores(md=0.0, trans=0.0, clust=0.0)
+        return Alert(
+            id=alert_id(f"{BOOK_RULES_MODEL}-{BOOK_RULES_VERSION}", sig.key, sig.event_ms),
+            key=sig.key,
+            venue=venue,
+            symbol=symbol,
+            window_end_ms=sig.event_ms,
+            created_ms=int(time.time() * 1000),
+            anomaly_type=AnomalyType.SPOOFING_LIKE,
+            severity=sev,
+            action=action,
+            score=float(sig.flips),
+            threshold=thr,
+            branches=zero,
+            weights=zero,
+            top_features=[
+                FeatureContribution(name=f"{sig.side}_wall_x_median", value=sig.wall_mult, normal=1.0, error=0.0),
+                FeatureContribution(name="pulled_walls", value=float(sig.flips), normal=0.0, error=0.0),
+            ],
+            explanation=sig.explanation(),
+            model_name=BOOK_RULES_MODEL,
+            model_version=BOOK_RULES_VERSION,
+        )
 
     async def _handle_chain(self, recs: list[Record]) -> None:
         """chain.txs: each record names one address of a transaction; its live activity features (kept in Redis by

@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
-    return build_scenario(tmp_path_factory.mktemp("scenario"))
+    return build_scenario(tmp_path_factory.mktemp("scenario"), spoofing=True)
 
 
 def _settings(env: dict[str, str], **over: object) -> Settings:

@@ -1,0 +1,112 @@
+"""Spoofing-like order book activity: a large resting wall near the touch that appears and vanishes repeatedly
+without being traded against.
+
+Why a rule and not the model: the market model sees trade bars; a spoofer's orders are never executed, so they
+leave no trace in trades. The top of the book (market.books, sequence-checked by ingest) shows them. Per key and
+side, a *wall* is a level within `depth` levels of the touch holding at least `wall_mult` times the median size of
+that side's levels in the same snapshot (a per-snapshot reference, so it adapts to any market). When a wall
+vanishes while the touch never reached its price (it was pulled, not filled), that counts as one flip; `min_flips`
+flips on one side within `window_ms` of event time raise a spoofing-like signal.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from service.schemas.market import BookTop
+
+
+@dataclass(frozen=True, slots=True)
+class SpoofSignal:
+    key: str
+    side: str
+    flips: int
+    window_ms: int
+    event_ms: int
+    wall_mult: float  # the largest wall seen, in multiples of the side's median level size
+
+    def explanation(self) -> str:
+        return (
+            f"{self.key}: spoofing-like order book activity: a {self.side} wall up to {self.wall_mult:.0f}x the "
+            f"median level size appeared and was pulled {self.flips} times within {self.window_ms / 1000:.0f} s "
+            f"without ever trading; a resting order that keeps vanishing before the price reaches it is a classic "
+            f"sign of layering / spoofing. Check the venue's order book replay."
+        )
+
+
+@dataclass(slots=True)
+class _Side:
+    wall_px: float | None = None
+    wall_mult: float = 0.0
+    reached: bool = False
+    flips: deque[int] = field(default_factory=deque)
+    peak_mult: float = 0.0
+
+
+@dataclass
+class SpoofingMonitor:
+    wall_mult: float = 8.0
+    depth: int = 5
+    window_ms: int = 120_000
+    min_flips: int = 3
+    max_keys: int = 100_000
+    _state: dict[tuple[str, str], _Side] = field(default_factory=dict)
+
+    def observe(self, book: BookTop) -> list[SpoofSignal]:
+        out: list[SpoofSignal] = []
+        best_bid = float(book.best_bid) if book.best_bid is not None else None
+        best_ask = float(book.best_ask) if book.best_ask is not None else None
+        for side, levels in (("bid", book.bids), ("ask", book.asks)):
+            sig = self._side(book.key, side, levels, best_bid, best_ask, book.event_time_ms)
+            if sig is not None:
+                out.append(sig)
+        if len(self._state) > self.max_keys * 2:
+            for k in list(self._state)[: len(self._state) - self.max_keys * 2]:
+                del self._state[k]
+        return out
+
+    def _side(
+        self,
+        key: str,
+        side: str,
+        levels: Sequence[tuple[Decimal, Decimal]],
+        best_bid: float | None,
+        best_ask: float | None,
+        t: int,
+    ) -> SpoofSignal | None:
+        st = self._state.setdefault((key, side), _Side())
+        sizes = [float(q) for _, q in levels]
+        wall_px: float | None = None
+        mult = 0.0
+        if len(sizes) >= 3:
+            med = statistics.median(sizes)
+            if med > 0:
+                for px, q in levels[: self.depth]:
+                    m = float(q) / med
+                    if m >= self.wall_mult and m > mult:
+                        wall_px, mult = float(px), m
+        if st.wall_px is not None:
+            # did the touch trade through the wall's price while it stood?
+            if side == "bid" and best_ask is not None and best_ask <= st.wall_px:
+                st.reached = True
+            if side == "ask" and best_bid is not None and best_bid >= st.wall_px:
+                st.reached = True
+            if wall_px is None:
+                if not st.reached:
+                    st.flips.append(t)
+                st.wall_px, st.reached = None, False
+        if wall_px is not None:
+            if st.wall_px is None:
+                st.wall_px, st.reached = wall_px, False
+            st.peak_mult = max(st.peak_mult, mult)
+        while st.flips and t - st.flips[0] > self.window_ms:
+            st.flips.popleft()
+        if not st.flips:
+            st.peak_mult = mult
+        if len(st.flips) >= self.min_flips:
+            return SpoofSignal(key, side, len(st.flips), self.window_ms, t, st.peak_mult)
+        return None
