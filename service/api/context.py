@@ -65,7 +65,7 @@ def context_for(runtime: Runtime) -> ApiContext:
             limiter=RateLimiter(state, s),
             alert_log=alert_log,
             feedback=FeedbackStore(state),
-            hub=AlertHub(alert_log, s.api_stream_poll_s, s.api_stream_queue, page=s.api_stream_backlog_max),
+            hub=AlertHub(alert_log, s.api_stream_poll_s, s.api_stream_queue, page=max(1, s.api_stream_queue // 2)),
             webhooks=webhooks,
             dispatcher=WebhookDispatcher(webhooks, alert_log, state, s),
         )

@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Any
 
-from service.api.alertlog import AlertFilter, AlertLog, LogEntry
+from service.api.alertlog import AlertFilter, AlertLog, LogEntry, seq_key
 from service.runtime import Health, cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,14 @@ class SubscriberCut(Exception):
 
 
 class Subscription:
-    """One subscriber's filter, bounded queue and cut flag."""
+    """One subscriber's filter, bounded queue, catch-up state and cut flag.
+
+    Live, the hub queues matching alerts for it. When a burst fills the queue the subscriber falls back to
+    reading the log itself from `handled_seq` (the last alert the hub handled for it), and rejoins the live queue
+    the moment it has caught up with the hub's position (checked and switched in one step, so nothing is missed
+    or repeated). Only a subscriber that stays more than `max_lag_s` behind, or whose socket stops taking
+    messages, is cut: a burst never disconnects a reader that keeps up, and a slow one never holds the hub.
+    """
 
     def __init__(self, hub: AlertHub, flt: AlertFilter, maxsize: int, start_seq: str | None) -> None:
         self.hub = hub
@@ -43,18 +50,44 @@ class Subscription:
         self.queue: asyncio.Queue[LogEntry] = asyncio.Queue(maxsize)
         self.start_seq = start_seq
         self.last_seq: str | None = start_seq
+        self.handled_seq: str | None = start_seq
+        self.lagging = False
         self.cut_reason: str | None = None
         self.cut_event = asyncio.Event()
 
     def offer(self, entry: LogEntry) -> None:
-        if self.cut_reason is not None:
+        if self.cut_reason is not None or self.lagging:
             return
+        if self.handled_seq is not None and seq_key(entry.seq) <= seq_key(self.handled_seq):
+            return  # already sent from the log while catching up
         if not self.filter.matches(entry.alert):
+            self.handled_seq = entry.seq
             return
         try:
             self.queue.put_nowait(entry)
+            self.handled_seq = entry.seq
         except asyncio.QueueFull:
-            self.cut(f"slow consumer: {self.maxsize} alerts queued and not read; {self.resume_hint()}")
+            self.lagging = True  # the pump reads from the log after handled_seq once the queue is sent
+
+    async def catch_up(self, log_: AlertLog, page: int, max_lag_s: float) -> list[LogEntry]:
+        """The next page of matching alerts from the log while lagging; rejoins the live queue when caught up."""
+        pos = self.hub.position
+        if pos is not None and self.handled_seq is not None:
+            behind_s = (seq_key(pos)[0] - seq_key(self.handled_seq)[0]) / 1000
+            if behind_s > max_lag_s:
+                self.cut(f"slow consumer: {behind_s:.0f} s behind the live alerts; {self.resume_hint()}")
+                raise SubscriberCut(self.cut_reason or "cut")
+        if pos is None:
+            self.lagging = False
+            return []
+        # only up to what the hub has handled: what comes after it, the hub offers once this subscriber is live
+        entries = await log_.after(self.handled_seq, page, until=pos)
+        if entries:
+            self.handled_seq = entries[-1].seq
+        pos = self.hub.position  # no await from here to the switch: the hub cannot move in between
+        if pos is None or (self.handled_seq is not None and seq_key(self.handled_seq) >= seq_key(pos)):
+            self.lagging = False
+        return [e for e in entries if self.filter.matches(e.alert)]
 
     def resume_hint(self) -> str:
         return f"reconnect with last_id={self.last_seq}" if self.last_seq else "reconnect to resume"
@@ -113,7 +146,8 @@ class AlertHub:
 
     name = "api-alert-hub"
 
-    def __init__(self, log_: AlertLog, poll_s: float, queue_size: int, page: int = 1000) -> None:
+    def __init__(self, log_: AlertLog, poll_s: float, queue_size: int, page: int = 128) -> None:
+        """`page`: alerts read per poll; at most half a subscriber queue, so one poll never overflows a reader."""
         self.log = log_
         self.poll_s = poll_s
         self.queue_size = queue_size
@@ -195,6 +229,10 @@ class AlertHub:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            else:
+                # a burst (the log grew faster than one page): let the senders drain their queues before the next
+                # page, so a subscriber that keeps up is never cut by the size of a burst
+                await asyncio.sleep(0.001)
 
 
 async def backlog(log_: AlertLog, sub: Subscription, resume_seq: str, page: int) -> list[LogEntry]:

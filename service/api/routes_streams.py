@@ -100,6 +100,12 @@ async def _pump(
         sub.last_seq = old.seq
         STREAM_SENT.labels(transport=transport).inc()
     while True:
+        if sub.lagging and sub.queue.empty():
+            for old in await sub.catch_up(ctx.alert_log, ctx.hub.page, s.api_stream_max_lag_s):
+                await guarded(alert_message(old), old.seq)
+                sub.last_seq = old.seq
+                STREAM_SENT.labels(transport=transport).inc()
+            continue
         entry = await sub.next(s.api_stream_heartbeat_s)
         if entry is None:
             await guarded(heartbeat_message(sub.last_seq or ctx.hub.position), None)

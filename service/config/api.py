@@ -35,6 +35,9 @@ class ApiSettings(BaseModel):
     api_stream_queue: int = Field(default=256, ge=1, description="Alerts buffered per subscriber before it is cut.")
     api_stream_heartbeat_s: float = Field(default=15.0, gt=0, description="Heartbeat interval on WebSocket/SSE.")
     api_stream_poll_s: float = Field(default=0.05, gt=0, description="How often the hub reads new alerts from the log.")
+    api_stream_max_lag_s: float = Field(
+        default=60.0, gt=0, description="A subscriber catching up from the log further behind than this is cut."
+    )
     api_stream_send_timeout_s: float = Field(default=5.0, gt=0, description="A send stuck longer cuts the subscriber.")
     api_stream_backlog_max: int = Field(default=10_000, ge=1, description="Most alerts replayed on resume.")
     api_webhook_timeout_s: float = Field(default=5.0, gt=0, description="HTTP timeout of one webhook delivery.")
