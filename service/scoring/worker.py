@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -332,6 +333,7 @@ class ScoringWorker:
         self._geometry = g
         self.store = self._new_store(g)
         self._processed.clear()
+        self._pending.clear()
         await c.seek_to_committed()
 
     async def _sync_assignment(self, c: Consumer) -> None:
@@ -566,21 +568,31 @@ class ScoringWorker:
                 if self._stopping.is_set():
                     return
                 continue
-            try:
-                await self._score_batch(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # the windows stay pending, so their offsets are never committed: a restart re-scores them
-                self._error = f"scoring failed: {exc!r}"
-                log.exception("worker: scoring a batch of %d failed", len(batch))
-                await asyncio.sleep(1.0)
+            while True:
+                try:
+                    await self._score_batch(batch)
+                    if self._error and self._error.startswith("scoring failed"):
+                        self._error = None
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # keep the batch: its offsets stay uncommitted and the queue fills until the partitions
+                    # pause, so nothing is skipped while the bus, Redis or the model is failing
+                    self._error = f"scoring failed: {exc!r}"
+                    log.exception("worker: scoring a batch of %d failed; retrying", len(batch))
+                    if self._stopping.is_set():
+                        return
+                    await asyncio.sleep(1.0)
 
     async def _score_batch(self, batch: list[ClosedWindow]) -> None:
         assert self._producer is not None and self._delivery is not None
         model = self.registry.get(self.model_name)  # one version for the whole batch
         if self._geometry is not None and model.window != self._geometry.window:
-            return  # windows of the previous geometry; the store is being rebuilt
+            for w in batch:  # windows of the previous geometry: the store is rebuilt from committed offsets
+                if w.tp is not None and self._pending.get(w.tp):
+                    self._pending[w.tp].popleft()
+            return
         cs = self._centre_store(model) if self.online_centres else None
         centres = await cs.current() if cs is not None else model.artifact.centres
         results = await asyncio.to_thread(
@@ -594,6 +606,9 @@ class ScoringWorker:
         normal_emb: list[np.ndarray] = []
         # marks carry alert decisions: they may reach Redis (a checkpoint) only once those alerts are published
         batch_marks: dict[TopicPartition, dict[str, str]] = {}
+        # policy state is decided on copies and kept only once the batch's outputs are out, so a batch retried
+        # after a failure makes the same decisions again
+        local: dict[str, _Mark] = {}
         e2e = metrics.END_TO_END_SECONDS.labels(model=model.name)
         for w, r in zip(batch, results, strict=True):
             score = r.to_score(w.key, w.window_end_ms, w.last_event_ms, w.incomplete, now_ms)
@@ -602,11 +617,10 @@ class ScoringWorker:
                 e2e.observe(max(0.0, (now_ms - w.trigger_ingest_ms) / 1000))
             dislocations = self.crossvenue.observe(w.key, w.window_end_ms, w.close) if self.crossvenue else []
             for d in dislocations:
-                a = self._dislocation_alert(d, w, batch_marks)
+                a = self._dislocation_alert(d, w, batch_marks, local)
                 if a is not None:
                     alerts.append((a, w.tp))
-            mark = self._marks.get(w.key)
-            st = mark.alert if mark is not None else KeyAlertState()
+            st = self._policy_state(w.key, local)
             kind = AnomalyType.OTHER
             if r.is_anomalous:
                 kind = classify(w.key, names, w.features, model.artifact.manifest.kind)
@@ -633,7 +647,7 @@ class ScoringWorker:
                     )
                 )
             new_mark = _Mark(w.window_end_ms, st)
-            self._marks[w.key] = new_mark
+            local[w.key] = new_mark
             if w.tp is not None:
                 batch_marks.setdefault(w.tp, {})[w.key] = new_mark.encode()
         self.stats.scored += len(batch)
@@ -656,6 +670,7 @@ class ScoringWorker:
                 log.info("alert %s already published (a re-scored window)", alert.id)
         if cs is not None and normal_emb:
             await cs.update(np.stack(normal_emb))
+        self._marks.update(local)
         for tp, marks in batch_marks.items():
             self._dirty.setdefault(tp, {}).update(marks)
         for w in batch:
@@ -664,18 +679,28 @@ class ScoringWorker:
                 if q:
                     q.popleft()
 
+    def _policy_state(self, key: str, local: dict[str, _Mark]) -> KeyAlertState:
+        """The key's alert state for this batch: its batch-local copy, else a copy of the committed one."""
+        if key in local:
+            return local[key].alert
+        mark = self._marks.get(key)
+        return dataclasses.replace(mark.alert) if mark is not None else KeyAlertState()
+
     def _dislocation_alert(
-        self, d: Dislocation, w: ClosedWindow, batch_marks: dict[TopicPartition, dict[str, str]]
+        self,
+        d: Dislocation,
+        w: ClosedWindow,
+        batch_marks: dict[TopicPartition, dict[str, str]],
+        local: dict[str, _Mark],
     ) -> Alert | None:
         """Cross-venue / cross-quote alerts go through their own policy state (keyed `xv|key`)."""
         pkey = f"xv|{d.key}"
-        mark = self._marks.get(pkey)
-        st = mark.alert if mark is not None else KeyAlertState()
+        st = self._policy_state(pkey, local)
         thr = self.s.crossvenue_z
         fired = self.policy.decide(st, d.z, thr, d.bar_end_ms, AnomalyType.DEPEG)
-        self._marks[pkey] = _Mark(d.bar_end_ms, st)
+        local[pkey] = _Mark(d.bar_end_ms, st)
         if w.tp is not None:
-            batch_marks.setdefault(w.tp, {})[pkey] = self._marks[pkey].encode()
+            batch_marks.setdefault(w.tp, {})[pkey] = local[pkey].encode()
         if not fired:
             return None
         venue, _, symbol = d.key.partition(":")
