@@ -3,6 +3,8 @@ pages, GET /v1/alerts/{id}, feedback (stored, counted, exported), latest scores,
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
@@ -192,3 +194,31 @@ async def test_latest_scores_tape_symbols_and_status(api: Harness) -> None:
     assert (await api.runtime.state.hget(FRESHNESS_KEY, "model_name")) == b"market"
     r = await api.client.get("/v1/scores/sim/bad%20symbol", headers=h)
     assert r.status_code == 422 and r.json()["fields"] == ["path.symbol"]
+
+
+@pytest.mark.integration
+async def test_alert_log_follows_the_alerts_topic_on_kafka(redis_url: str, kafka_bootstrap: str, unique: str) -> None:
+    """The same path on the Tansu broker: alerts produced to Kafka reach the log once, even when produced twice."""
+    settings = api_settings(
+        redis_url,
+        unique,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_alerts=f"alerts.{unique}",
+        topic_scores=f"scores.{unique}",
+        topic_trades=f"trades.{unique}",
+        topic_bars=f"bars.{unique}",
+        topic_partitions=2,
+        kafka_session_timeout_ms=6_000,
+        kafka_heartbeat_interval_ms=500,
+    )
+    alerts = [make_alert(i, symbol="KAFKAUSDT") for i in range(4)]
+    async with harness(settings) as h:
+        await publish_alerts(h.runtime, alerts + alerts[:2])
+
+        async def logged() -> bool:
+            return await h.runtime.state.xlen("alerts:log") >= 4
+
+        await wait_for(logged, timeout=60)
+        await asyncio.sleep(0.5)
+        r = await h.client.get("/v1/alerts", params={"symbol": "KAFKAUSDT"}, headers=h.h("subscribe"))
+        assert sorted(it["alert"]["id"] for it in r.json()["items"]) == sorted(a.id for a in alerts)
