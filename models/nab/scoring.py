@@ -164,6 +164,8 @@ def raw_score_curve(points: SweepPoints, scores: np.ndarray, thresholds: np.ndar
 
 def normalise(raw: float, n_windows: int, cost: CostMatrix) -> float:
     """100 * (raw - null) / (perfect - null): null = no detections, perfect = every window caught at its start."""
+    if n_windows == 0:  # a file set without windows (e.g. artificialNoAnomaly) has no normalised score
+        return float("nan")
     null = -cost.fn_weight * n_windows
     perfect = cost.tp_weight * n_windows
     return 100.0 * (raw - null) / (perfect - null)

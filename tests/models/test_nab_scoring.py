@@ -115,3 +115,20 @@ def test_corpus_null_matches_nabs_published_null(shared_data: Path) -> None:
     std = score_corpus(corpus, STD, 0.5)
     assert std.n_windows == 116 and std.raw == pytest.approx(-116.0) and std.score == pytest.approx(0.0)
     assert score_corpus(corpus, LOW_FN, 0.5).raw == pytest.approx(-232.0)
+
+
+def test_detector_postprocessing_is_causal_and_reports_a_peak_once() -> None:
+    from models.nab.detector import DetectorConfig, raw_features, suppress_repeats, surprise
+
+    cfg = DetectorConfig()
+    rng = np.random.default_rng(1)
+    raw = rng.normal(size=300)
+    later_changed = raw.copy()
+    later_changed[250:] += 50.0
+    np.testing.assert_array_equal(surprise(raw, 100, cfg)[:150], surprise(later_changed, 100, cfg)[:150])
+    assert surprise(later_changed, 100, cfg)[150] > 10  # the jump is a strong surprise when it arrives
+    z = np.array([0.0, 0.0, 5.0, 4.0, 6.0, 1.0, 0.0, 0.0, 3.0])
+    np.testing.assert_array_equal(suppress_repeats(z, 0, 3), [0, 0, 5, 0, 6, 0, 0, 0, 3])
+    feats = raw_features(np.array([1.0, 2.0, 4.0, 8.0]), trailing=2)
+    np.testing.assert_allclose(feats[:, 1], [0, 1, 2, 4])  # first difference
+    np.testing.assert_allclose(feats[:, 2], [0, 1, 2.5, 5])  # value minus the mean of the previous 2 rows
