@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import orjson
 import pytest
 from websockets.asyncio.client import connect
@@ -33,13 +34,14 @@ from websockets.asyncio.client import connect
 from service.bus.base import Bus
 from service.ingest.binance import BinanceConfig, BinanceConnector
 from service.ingest.metrics import DEAD_LETTERS, GAPS, RESYNCS, sum_counter
+from service.ingest.publisher import MarketPublisher
 from service.schemas.market import DeadLetter, Gap, Trade
 from tests.api.conftest import make_alert
 from tests.faults.conftest import DurableBroker, RestartableRedis, RmadProcess
-from tests.faults.harness import GRACE_S, create_topics, kafka_bus, publish_events, settings_of
+from tests.faults.harness import GRACE_S, create_topics, kafka_bus, settings_of
 from tests.ingest.conftest import Ingest, eventually, ingest  # noqa: F401  (the fixture)
 from tests.ingest.fakes import FakeBinance, random_changes
-from tests.scoring.scenario import Scenario, wait_for, worker_env
+from tests.scoring.scenario import Scenario, stamped, wait_for, worker_env
 
 pytestmark = [pytest.mark.slow]
 
@@ -100,31 +102,63 @@ async def _stream_with_fault(
     if fault == "worker":
         workers.append(RmadProcess("worker", env, tmp_path / "w2.log"))
     ready_after: float | None = None
-    half = len(scn.events) // 2
+    gate = asyncio.Event()
+    gate.set()
+    publisher: asyncio.Task[None] | None = None
     try:
         for w in workers:
             await w.wait_ready(90)
-        await publish_events(bus, s, scn.events[:half])
+        # the market keeps flowing through the fault (paused only while the broker itself is down)
+        # Tansu's S3 engine writes an object per produced batch and lists them on fetch: fewer, larger chunks there
+        # paced so the stream lasts ~10 s and the fault lands while the worker is busy
+        chunk, pause = (4000, 1.0) if fault == "broker" else (1000, 0.25)
+        publisher = asyncio.create_task(_publish_gated(bus, s, scn, gate, chunk, pause))
         await wait_for(lambda: len(out.windows() & expected) > 0.25 * len(expected), PROGRESS_S, "progress")
+        assert len(out.windows() & expected) < 0.8 * len(expected), "the fault came too late to matter"
         if fault == "worker":
             workers[0].kill()
         else:
+            if fault == "broker":
+                gate.clear()
             server.kill()
             await asyncio.sleep(2.0)
             code, _ = await workers[0].readyz()
             assert code == 503, f"{fault} down but the worker says ready"
             server.restart()
+            gate.set()
             ready_after = await workers[0].wait_ready(READY_S)
-        await publish_events(bus, s, scn.events[half:])
+        await publisher
         await wait_for(lambda: expected <= out.windows(), PROGRESS_S, f"every window after the {fault} fault")
         await asyncio.sleep(1.5)  # anything still in flight
     finally:
+        if publisher is not None:
+            publisher.cancel()
         for w in workers:
             w.close()
         stop.set()
         await reader
         await bus.close()
     return out, ready_after
+
+
+async def _publish_gated(
+    bus: Bus, s: Any, scn: Scenario, gate: asyncio.Event, chunk: int = 1000, pause: float = 0.25
+) -> None:
+    """The labelled market through one producer in flushed chunks of `chunk` events, `pause` s apart, waiting at
+    `gate` between chunks (ingest time = now, as ingest stamps it)."""
+    p = bus.producer()
+    await p.start()
+    pub = MarketPublisher(p, s)
+    try:
+        events = list(stamped(scn.events))
+        for i in range(0, len(events), chunk):
+            await gate.wait()
+            for e in events[i : i + chunk]:
+                await pub.publish(msgspec.structs.replace(e, ingest_time_ms=int(time.time() * 1000)))
+            await pub.flush()
+            await asyncio.sleep(pause)
+    finally:
+        await p.stop()
 
 
 async def test_broker_killed_and_restarted_mid_stream(
