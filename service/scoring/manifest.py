@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 REQUIRED_OUTPUTS = ("fused", "s_md", "s_trans", "s_clust", "weights", "feature_errors", "embedding")
 REQUIRED_INPUTS = ("windows", "centres", "ref_latents")
@@ -72,6 +72,12 @@ class Manifest(BaseModel):
     thresholds: Thresholds
     training: dict[str, Any] = Field(default_factory=dict)
     evaluation: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("bar_interval_s", mode="before")
+    @classmethod
+    def _no_bars(cls, v: object) -> object:
+        """Chain models have no bars (null in their manifest); the field keeps a number for the market path."""
+        return 5.0 if v is None else v
 
     @model_validator(mode="after")
     def _io(self) -> Manifest:
