@@ -60,10 +60,10 @@ def fit_half_space_trees(x_normal: np.ndarray, seed: int = 0) -> Fitted:
         return {str(i): float(v) for i, v in enumerate(np.clip((row - lo) / span, 0.0, 1.0))}
 
     for row in x_normal:
-        hst.learn_one(as_dict(row))
+        hst.learn_one(as_dict(row))  # type: ignore[no-untyped-call]
     return Fitted(
         "River HalfSpaceTrees",
-        lambda z: np.array([hst.score_one(as_dict(r)) for r in z]),
+        lambda z: np.array([hst.score_one(as_dict(r)) for r in z]),  # type: ignore[no-untyped-call]
         time.perf_counter() - t0,
     )
 

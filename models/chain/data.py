@@ -86,7 +86,8 @@ def load_accounts(path: Path, features: Sequence[str]) -> AccountsData:
 
 def signed_log1p(x: np.ndarray) -> np.ndarray:
     """sign(x) * log(1 + |x|): tames ether amounts and counts; keeps negative balances negative."""
-    return np.sign(x) * np.log1p(np.abs(x))
+    out: np.ndarray = np.sign(x) * np.log1p(np.abs(x))
+    return out
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,8 @@ def run_detector(
         say(f"[{i + 1}/{len(series)}] {s.name}: {len(s)} rows, {run.n_fits} fits, {seconds[s.name]:.1f} s")
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(cache, **{k.replace("/", "__"): v for k, v in scores.items()})
+            arrays: dict[str, Any] = {k.replace("/", "__"): v for k, v in scores.items()}
+            np.savez_compressed(cache, **arrays)
     return scores, seconds
 
 
