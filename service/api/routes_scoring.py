@@ -11,7 +11,7 @@ from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi import APIRouter, Depends, HTTPException, Path, Response
 from fastapi.exceptions import RequestValidationError
 
 from service.api.auth import Principal, Scope, require
@@ -122,12 +122,14 @@ async def _score_one(ctx: Any, item: TradeIn | ChainTxIn) -> ScoreResult:
     response_model=ScoreResult,
     responses={**AUTH_RESPONSES, **UNAVAILABLE},
 )
-async def score_transaction(ctx: Ctx, _: Scorer_, body: TransactionIn) -> ScoreResult:
+async def score_transaction(ctx: Ctx, _: Scorer_, body: TransactionIn) -> Response:
     """Score one on-chain transaction (`kind: chain`) or exchange trade (`kind: trade`) with the live model."""
     try:
-        return await _score_one(ctx, body)
+        result = await _score_one(ctx, body)
     except ModelUnavailable as exc:
         raise _unavailable(exc) from None
+    # the model was built and validated here; serialise it once (FastAPI would validate it again: the hot path)
+    return Response(result.model_dump_json(), media_type="application/json")
 
 
 @router.post(
