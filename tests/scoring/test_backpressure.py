@@ -53,7 +53,8 @@ async def test_full_queue_pauses_partitions_and_loses_nothing(tiny_model_dir: Pa
             await pub.publish(
                 Trade(
                     venue="x", symbol=f"K{k}", event_time_ms=t0 + b * 1000 + k, ingest_time_ms=t0, trade_id=str(b),
-                    price=Decimal(f"{100 + rng.normal():.2f}"), size=Decimal(1), side="buy" if rng.random() < 0.5 else "sell",
+                    price=Decimal(f"{100 + rng.normal():.2f}"), size=Decimal(1),
+                    side="buy" if rng.random() < 0.5 else "sell",
                 )
             )  # fmt: skip
     await pub.flush()
