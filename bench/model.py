@@ -4,7 +4,7 @@ Prints batch-1 latency (p50, p99) and batch-256 windows/s, the model's FLOPs per
 throughput of this machine from a matmul measured in the same process. With onnxruntime-gpu and a GPU present it
 also runs the CUDA provider with I/O binding (inputs and outputs stay on the device); otherwise it says so.
 
-    .venv/bin/python -m bench.model [--window 64 --features 23 --patch 1 --n-ref 1024]
+    .venv/bin/python -m bench.model [--window 64 --features 27 --patches 1,4 --n-ref 1024]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -92,88 +93,102 @@ def ort_session(path: Path, threads: int, disable_sln: bool, providers: list[str
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--window", type=int, default=64)
-    ap.add_argument("--features", type=int, default=23)
-    ap.add_argument("--patch", type=int, default=1)
-    ap.add_argument("--n-ref", type=int, default=1024)
-    ap.add_argument("--iters", type=int, default=2000, help="batch-1 calls per latency measurement")
-    ap.add_argument("--seconds", type=float, default=3.0, help="seconds per batch-256 throughput measurement")
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--onnx", type=Path, default=None, help="bench this model.onnx instead of a fresh paper-sized one")
-    args = ap.parse_args(argv)
-
+def bench_one(
+    args: argparse.Namespace, patch: int, peaks: dict[int, float], tmp: Path
+) -> list[tuple[str, int, float, float, float, float]]:
+    """All rows for one model size: onnxruntime (SkipLayerNormFusion on/off) and torch eager at 1 and 2 threads."""
     import onnxruntime as ort
 
-    cfg = RMADConfig(n_features=args.features, window=args.window, patch=args.patch)
+    cfg = RMADConfig(n_features=args.features, window=args.window, patch=patch)
     torch.manual_seed(0)
     model = RMAD(cfg).eval()
     centres = torch.randn(cfg.K, cfg.emb_dim)
     ref = torch.randn(args.n_ref, cfg.latent_dim)
     trained = Trained(cfg, model, centres.numpy(), ref.numpy(), {"loc": [0.0] * 3, "scale": [1.0] * 3})
     flops = flops_per_window(model, cfg, centres, ref)
+    label = f"patch {patch} ({cfg.window // patch}+1 tokens, {flops / 1e6:.1f} MFLOP)"
+    print(
+        f"model {label}: T={cfg.window} F={cfg.n_features} M={args.n_ref} K={cfg.K}; "
+        f"{inference_parameters(model) / 1e6:.3f} M inference parameters"
+    )
+    path = args.onnx or tmp / f"model_p{patch}.onnx"
+    if args.onnx is None:
+        export_model(trained, path)
+    x1 = np.random.default_rng(0).standard_normal((1, cfg.window, cfg.n_features)).astype(np.float32)
+    xb = np.random.default_rng(1).standard_normal((args.batch, cfg.window, cfg.n_features)).astype(np.float32)
+    c_np, r_np = centres.numpy(), ref.numpy()
+    rows: list[tuple[str, int, float, float, float, float]] = []
+    for threads in (1, 2):
+        bound = peaks[threads] * 1e9 / flops
+        for disable in (False, True):
+            sess = ort_session(path, threads, disable)
+            feeds1 = {"windows": x1, "centres": c_np, "ref_latents": r_np}
+            feedsb = {"windows": xb, "centres": c_np, "ref_latents": r_np}
+            p50, p99 = latency(partial(sess.run, None, feeds1), args.iters)
+            wps = throughput(partial(sess.run, None, feedsb), args.batch, args.seconds)
+            name = "onnxruntime CPU" + (", SkipLayerNormFusion off" if disable else "")
+            rows.append((f"{label}, {name}", threads, p50, p99, wps, bound))
+        torch.set_num_threads(threads)
+        xt1, xtb = torch.from_numpy(x1), torch.from_numpy(xb)
+        with torch.inference_mode():
+            p50, p99 = latency(partial(model, xt1, centres, ref), max(200, args.iters // 4))
+            wps = throughput(partial(model, xtb, centres, ref), args.batch, args.seconds)
+        rows.append((f"{label}, torch eager", threads, p50, p99, wps, bound))
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        gpu_bench(path, x1, xb, c_np, r_np, args, label)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--window", type=int, default=64)
+    ap.add_argument("--features", type=int, default=27, help="F (27: the market model's feature count)")
+    ap.add_argument("--patches", default="1,4", help="bars per token to bench (1 = the paper; 4 = the shipped size)")
+    ap.add_argument("--n-ref", type=int, default=1024)
+    ap.add_argument("--iters", type=int, default=2000, help="batch-1 calls per latency measurement")
+    ap.add_argument("--seconds", type=float, default=3.0, help="seconds per batch-256 throughput measurement")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--onnx", type=Path, default=None, help="bench this model.onnx (with --patches N matching it)")
+    args = ap.parse_args(argv)
+
+    import onnxruntime as ort
+
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load {os.getloadavg()}")
     print(f"onnxruntime {ort.__version__}, torch {torch.__version__}, providers {ort.get_available_providers()}")
-    print(
-        f"model: T={cfg.window} F={cfg.n_features} patch={cfg.patch} tokens={cfg.window // cfg.patch}+1 "
-        f"M={args.n_ref} K={cfg.K}; {inference_parameters(model) / 1e6:.3f} M inference parameters; "
-        f"{flops / 1e6:.1f} MFLOP per window"
-    )
+    peaks = {t: matmul_gflops(t) for t in (1, 2)}
+    for t, g in peaks.items():
+        print(f"matmul 1024^3 fp32 at {t} thread(s): {g:.1f} GFLOP/s (best of 7)")
+    rows: list[tuple[str, int, float, float, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.onnx or Path(tmp) / "model.onnx"
-        if args.onnx is None:
-            export_model(trained, path)
-        x1 = np.random.default_rng(0).standard_normal((1, cfg.window, cfg.n_features)).astype(np.float32)
-        xb = np.random.default_rng(1).standard_normal((args.batch, cfg.window, cfg.n_features)).astype(np.float32)
-        c_np, r_np = centres.numpy(), ref.numpy()
-        rows: list[tuple[str, int, float, float, float, float]] = []
-        for threads in (1, 2):
-            peak = matmul_gflops(threads)
-            bound = peak * 1e9 / flops
-            for disable in (False, True):
-                sess = ort_session(path, threads, disable)
-                feeds1 = {"windows": x1, "centres": c_np, "ref_latents": r_np}
-                feedsb = {"windows": xb, "centres": c_np, "ref_latents": r_np}
-                p50, p99 = latency(lambda s=sess, f=feeds1: s.run(None, f), args.iters)
-                wps = throughput(lambda s=sess, f=feedsb: s.run(None, f), args.batch, args.seconds)
-                name = "onnxruntime CPU" + (" (SkipLayerNormFusion off)" if disable else "")
-                rows.append((name, threads, p50, p99, wps, bound))
-            torch.set_num_threads(threads)
-            xt1, xtb = torch.from_numpy(x1), torch.from_numpy(xb)
-            with torch.inference_mode():
-                p50, p99 = latency(lambda x=xt1: model(x, centres, ref), max(200, args.iters // 4))
-                wps = throughput(lambda x=xtb: model(x, centres, ref), args.batch, args.seconds)
-            rows.append(("torch eager", threads, p50, p99, wps, bound))
-            print(f"matmul 1024^3 fp32 at {threads} thread(s): {peak:.1f} GFLOP/s -> FLOP bound {bound:,.0f} windows/s")
-        print()
+        for patch in (int(p) for p in args.patches.split(",")):
+            rows += bench_one(args, patch, peaks, Path(tmp))
+    print()
+    print(
+        f"| model, runtime | threads | batch-1 p50 ms | batch-1 p99 ms | batch-{args.batch} windows/s "
+        "| FLOP-bound windows/s | of bound |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, threads, p50, p99, wps, bound in rows:
+        print(f"| {name} | {threads} | {p50:.3f} | {p99:.3f} | {wps:,.0f} | {bound:,.0f} | {wps / bound:.0%} |")
+    ort_rows = [r for r in rows if "onnxruntime" in r[0]]
+    best = min(ort_rows, key=lambda r: r[3])
+    print(
+        f"\nbest onnxruntime CPU batch-1 p99 {best[3]:.3f} ms ({best[0]}, {best[1]} thread(s); target <= "
+        f"{TARGET_P99_MS} ms): {'met' if best[3] <= TARGET_P99_MS else 'NOT met'}"
+    )
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
         print(
-            f"| runtime | threads | batch-1 p50 ms | batch-1 p99 ms | batch-{args.batch} windows/s "
-            "| FLOP-bound windows/s | of bound |"
+            f"note: load average {load:.1f} on {os.cpu_count()} cpus while measuring: other processes held the "
+            "cores, so p99 mostly measures scheduling delay; rerun on an idle machine for the target check"
         )
-        print("|---|---|---|---|---|---|---|")
-        for name, threads, p50, p99, wps, bound in rows:
-            print(f"| {name} | {threads} | {p50:.3f} | {p99:.3f} | {wps:,.0f} | {bound:,.0f} | {wps / bound:.0%} |")
-        best = min(r[3] for r in rows if r[0].startswith("onnxruntime"))
-        print(
-            f"\nbest onnxruntime CPU batch-1 p99 {best:.3f} ms (target <= {TARGET_P99_MS} ms): "
-            f"{'met' if best <= TARGET_P99_MS else 'NOT met'}"
-        )
-        load = os.getloadavg()[0]
-        if load > (os.cpu_count() or 1):
-            print(
-                f"note: load average {load:.1f} on {os.cpu_count()} cpus while measuring: other processes held the "
-                "cores, so p99 mostly measures scheduling delay; rerun on an idle machine for the target check"
-            )
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            gpu_bench(path, x1, xb, c_np, r_np, args)
-        else:
-            print("GPU: not measured (onnxruntime-gpu / CUDAExecutionProvider not available on this machine)")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        print("GPU: not measured (onnxruntime-gpu / CUDAExecutionProvider not available on this machine)")
     return 0
 
 
 def gpu_bench(
-    path: Path, x1: np.ndarray, xb: np.ndarray, c: np.ndarray, r: np.ndarray, args: argparse.Namespace
+    path: Path, x1: np.ndarray, xb: np.ndarray, c: np.ndarray, r: np.ndarray, args: argparse.Namespace, label: str
 ) -> None:
     """CUDA provider with I/O binding: inputs copied to the device once, outputs left there."""
     import onnxruntime as ort
@@ -190,14 +205,14 @@ def gpu_bench(
         return io
 
     io1, iob = bound(x1), bound(xb)
-    p50, p99 = latency(lambda: sess.run_with_iobinding(io1), args.iters)
+    p50, p99 = latency(partial(sess.run_with_iobinding, io1), args.iters)
     results = {}
     for batch in (args.batch, 4096):
         xbig = np.repeat(xb, max(1, batch // len(xb)), axis=0)[:batch]
         iob = bound(xbig)
-        results[batch] = throughput(lambda io=iob: sess.run_with_iobinding(io), batch, args.seconds)
+        results[batch] = throughput(partial(sess.run_with_iobinding, iob), batch, args.seconds)
     print(
-        f"GPU onnxruntime CUDA + I/O binding: batch-1 p50 {p50:.3f} ms p99 {p99:.3f} ms; "
+        f"GPU {label}, onnxruntime CUDA + I/O binding: batch-1 p50 {p50:.3f} ms p99 {p99:.3f} ms; "
         + ", ".join(f"batch-{b} {w:,.0f} windows/s" for b, w in results.items())
     )
 
