@@ -297,8 +297,11 @@ class ScoringWorker:
                     await self._handle_chain(chain)
                 if books:
                     await self._handle_books(books)
-                self._handle(recs)
-                await asyncio.sleep(0)  # an in-process bus returns at once: let scoring and checkpoints run
+                for i in range(0, len(recs), 256):
+                    # in slices, yielding between them: windows closed early in a big poll get scored while the
+                    # rest is parsed, and an in-process bus (which returns at once) cannot starve the other tasks
+                    self._handle(recs[i : i + 256])
+                    await asyncio.sleep(0)
             now = time.monotonic()
             if now - self._last_sweep >= 1.0:
                 self._sweep(now)
