@@ -271,7 +271,9 @@ class ScoringWorker:
             return Health(False, self._error)
         model = self.registry.maybe(self.model_name) if self._running else None
         if model is None:
-            return Health(False, "not started" if not self._running else f"no model {self.model_name!r} loaded")
+            if not self._running:
+                return Health(False, "stopped" if self._stopping.is_set() else "not started")
+            return Health(False, f"no model {self.model_name!r} loaded")
         return Health(
             True,
             f"{model.name}/{model.version} on {model.session.provider}; {len(self._owned)} partitions, "
