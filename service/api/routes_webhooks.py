@@ -52,7 +52,10 @@ async def create_webhook(ctx: Ctx, principal: Subscriber, body: WebhookIn) -> We
         types=frozenset(t.value for t in body.types),
         min_severity=body.min_severity,
     )
-    sub, secret = await ctx.webhooks.create(str(body.url), flt, principal.key_id, body.secret, body.description)
+    start = await ctx.alert_log.last_seq() or "0-0"  # deliver what is logged from now on
+    sub, secret = await ctx.webhooks.create(
+        str(body.url), flt, principal.key_id, body.secret, body.description, start_seq=start
+    )
     out = _out(sub)
     return WebhookCreated(**out.model_dump(), secret=secret, signature_header=SIGNATURE_HEADER)
 
@@ -108,5 +111,5 @@ async def redeliver(ctx: Ctx, principal: Subscriber, sub_id: HookId, body: Redel
         raise HTTPException(404, detail=f"no alert {body.alert_id}")
     if not ctx.dispatcher.running:
         raise HTTPException(503, detail="webhook dispatcher not running in this process")
-    ok = ctx.dispatcher.enqueue(sub, entry)
-    return Accepted(accepted=ok, detail="queued" if ok else "delivery queue full")
+    ctx.dispatcher.redeliver(sub, entry)
+    return Accepted(accepted=True, detail="delivering")

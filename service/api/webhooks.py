@@ -34,7 +34,13 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-RMAD-Signature"
 SUBS_KEY = "webhooks"
-CURSOR_KEY = "webhooks:cursor"
+
+
+def cursor_key(sub_id: str) -> str:
+    """Where a subscription's delivery position in the alert log is kept."""
+    return f"webhook:{sub_id}:cursor"
+
+
 LEASE_KEY = "webhooks:lease"
 
 
@@ -122,9 +128,19 @@ class WebhookStore:
         return sub.own_secret or self.derived_secret(sub.id)
 
     async def create(
-        self, url: str, flt: AlertFilter, owner: str, secret: str | None, description: str = ""
+        self,
+        url: str,
+        flt: AlertFilter,
+        owner: str,
+        secret: str | None,
+        description: str = "",
+        *,
+        start_seq: str | None = None,
     ) -> tuple[Subscription, str]:
+        """Register; delivery starts after `start_seq` (the log's end at registration, so nothing is sent twice)."""
         sub = Subscription("wh_" + secrets.token_hex(8), url, flt, int(time.time() * 1000), owner, secret, description)
+        if start_seq is not None:
+            await self.state.set(cursor_key(sub.id), start_seq)
         await self.state.hset(SUBS_KEY, {sub.id: sub.to_json()})
         return sub, self.secret_for(sub)
 
@@ -136,7 +152,9 @@ class WebhookStore:
         return [Subscription.from_json(v) for _, v in sorted((await self.state.hgetall(SUBS_KEY)).items())]
 
     async def delete(self, sub_id: str) -> bool:
-        return bool(await self.state.hdel(SUBS_KEY, sub_id))
+        gone = bool(await self.state.hdel(SUBS_KEY, sub_id))
+        await self.state.delete(cursor_key(sub_id))
+        return gone
 
     async def record(self, sub_id: str, rec: DeliveryRecord) -> None:
         fields: dict[str, str | int] = {
@@ -182,7 +200,8 @@ class WebhookStore:
 
 
 class WebhookDispatcher:
-    """A component: follows the alert log from a persisted cursor and posts matching alerts to each subscription."""
+    """A component: one worker per subscription follows the alert log from that subscription's persisted cursor
+    and posts its matching alerts, in order, retrying with backoff."""
 
     name = "api-webhooks"
 
@@ -195,7 +214,7 @@ class WebhookDispatcher:
         self.owner = secrets.token_hex(8)
         self._task: asyncio.Task[None] | None = None
         self._workers: dict[str, asyncio.Task[None]] = {}
-        self._queues: dict[str, asyncio.Queue[LogEntry]] = {}
+        self._redeliveries: set[asyncio.Task[bool]] = set()
         self._client: httpx.AsyncClient | None = None
         self._leader = False
         self._error: str | None = None
@@ -209,7 +228,7 @@ class WebhookDispatcher:
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._workers.values()) if t is not None]
+        tasks = [t for t in (self._task, *self._workers.values(), *self._redeliveries) if t is not None]
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -244,7 +263,7 @@ class WebhookDispatcher:
                 if time.monotonic() - last_lease > 3.0 or not self._leader:
                     self._leader = await self._hold_lease()
                     last_lease = time.monotonic()
-                n = await self._poll() if self._leader else 0
+                n = await self._sync_workers()
                 self._error = None
             except asyncio.CancelledError:
                 raise
@@ -255,47 +274,52 @@ class WebhookDispatcher:
             if n == 0:
                 await asyncio.sleep(self.poll_s)
 
-    async def _poll(self) -> int:
-        raw_cursor = await self.state.get(CURSOR_KEY)
-        if raw_cursor is None:
-            # first start: deliver what arrives from now on
-            cursor = await self.log.last_seq() or "0-0"
-            await self.state.set(CURSOR_KEY, cursor)
-        else:
-            cursor = raw_cursor.decode()
-        entries = await self.log.after(cursor, 500)
-        if not entries:
+    async def _sync_workers(self) -> int:
+        """One worker per subscription while this process holds the lease; none otherwise."""
+        if not self._leader:
+            for sub_id in list(self._workers):
+                await cancel_and_wait(self._workers.pop(sub_id))
             return 0
-        subs = await self.store.all()
-        for entry in entries:
-            for sub in subs:
-                if sub.filter.matches(entry.alert):
-                    self.enqueue(sub, entry)
-        await self.state.set(CURSOR_KEY, entries[-1].seq)
-        return len(entries)
+        subs = {s.id for s in await self.store.all()}
+        for sub_id in list(self._workers):
+            task = self._workers[sub_id]
+            if sub_id not in subs or task.done():
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.warning("webhook %s worker stopped: %r; restarting", sub_id, task.exception())
+                await cancel_and_wait(self._workers.pop(sub_id))
+        for sub_id in subs - set(self._workers):
+            self._workers[sub_id] = asyncio.create_task(self._worker(sub_id), name=f"webhook-{sub_id}")
+        return 0
 
-    def enqueue(self, sub: Subscription, entry: LogEntry) -> bool:
-        q = self._queues.get(sub.id)
-        if q is None:
-            q = self._queues[sub.id] = asyncio.Queue(self.settings.api_webhook_queue)
-        task = self._workers.get(sub.id)
-        if task is None or task.done():
-            self._workers[sub.id] = asyncio.create_task(self._worker(sub.id, q), name=f"webhook-{sub.id}")
-        try:
-            q.put_nowait(entry)
-            return True
-        except asyncio.QueueFull:
-            WEBHOOK_DELIVERIES.labels(outcome="dropped").inc()
-            log.warning("webhook %s: %d deliveries pending; dropping alert %s", sub.id, q.maxsize, entry.seq)
-            return False
+    async def _worker(self, sub_id: str) -> None:
+        """Deliver this subscription's alerts in log order from its own persisted cursor (at-least-once).
 
-    async def _worker(self, sub_id: str, q: asyncio.Queue[LogEntry]) -> None:
+        The cursor moves past an alert only once its delivery finished (delivered, or failed after the last
+        attempt), so a restart or a lease hand-over re-sends at most the one in flight, with the same alert id.
+        """
+        key = cursor_key(sub_id)
         while True:
-            entry = await q.get()
             sub = await self.store.get(sub_id)
-            if sub is None:  # deleted: drop what is queued
+            if sub is None:
+                return
+            raw = await self.state.get(key)
+            cursor = raw.decode() if raw is not None else (await self.log.last_seq() or "0-0")
+            if raw is None:
+                await self.state.set(key, cursor)
+            entries = await self.log.after(cursor, 100)
+            if not entries:
+                await asyncio.sleep(self.poll_s)
                 continue
-            await self.deliver(sub, entry)
+            for entry in entries:
+                if sub.filter.matches(entry.alert):
+                    await self.deliver(sub, entry)
+                await self.state.set(key, entry.seq)
+
+    def redeliver(self, sub: Subscription, entry: LogEntry) -> None:
+        """Send one alert again now, outside the subscription's order (same body and alert id)."""
+        task = asyncio.create_task(self.deliver(sub, entry), name=f"webhook-redeliver-{sub.id}")
+        self._redeliveries.add(task)
+        task.add_done_callback(self._redeliveries.discard)
 
     async def deliver(self, sub: Subscription, entry: LogEntry) -> bool:
         """POST one alert until a 2xx or `api_webhook_max_attempts`; every attempt is recorded."""

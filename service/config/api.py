@@ -44,7 +44,6 @@ class ApiSettings(BaseModel):
     api_webhook_max_attempts: int = Field(default=6, ge=1, le=50, description="Deliveries tried before giving up.")
     api_webhook_backoff_s: float = Field(default=1.0, gt=0, description="First retry delay; doubles each attempt.")
     api_webhook_backoff_max_s: float = Field(default=300.0, gt=0, description="Cap of the retry delay.")
-    api_webhook_queue: int = Field(default=10_000, ge=1, description="Pending deliveries per subscription.")
     api_followers: bool = Field(
         default=True, description="Run the api's topic followers (alert log, latest scores, price tape)."
     )

@@ -157,3 +157,25 @@ async def test_webhook_registration_errors(hooks: Harness) -> None:
     ).status_code == 403
     assert (await c.get("/v1/webhooks/wh_nope/deliveries", headers=h)).status_code == 404
     assert (await c.delete("/v1/webhooks/wh_nope", headers=h)).status_code == 404
+
+
+async def test_alerts_logged_while_no_dispatcher_runs_are_delivered_after_restart(redis_url: str, unique: str) -> None:
+    """Each subscription keeps its own cursor in Redis: alerts logged while the API is down are delivered, in order
+    and once, by the next dispatcher."""
+    settings = api_settings(redis_url, unique)
+    async with receiver() as rx:
+        async with harness(settings) as first:
+            r = await first.client.post("/v1/webhooks", json={"url": rx.url}, headers=first.h("subscribe"))
+            assert r.status_code == 201
+            secret = r.json()["secret"]
+        # the API is down; the log keeps growing (another process's follower, or this one's backlog)
+        missed = [make_alert(100 + i) for i in range(3)]
+        async with harness(settings, components=False) as offline:
+            for a in missed:
+                await offline.ctx.alert_log.append(a)
+        assert rx.calls == []
+        async with harness(settings):
+            await wait_for(lambda: len(rx.calls) >= 3, timeout=10)
+            await asyncio.sleep(0.3)
+        assert [hd["x-rmad-alert-id"] for _, hd, _ in rx.calls] == [a.id for a in missed]
+        assert all(verify(secret, hd[SIGNATURE_HEADER.lower()], body) for _, hd, body in rx.calls)
