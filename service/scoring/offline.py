@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.schemas.market import Bar as MarketBar
 from service.schemas.scoring import Alert, AnomalyType
 from service.scoring.alerts import AlertPolicy, KeyAlertState, build_alert, classify
 from service.scoring.crossvenue import CrossVenueMonitor
 from service.scoring.registry import LoadedModel, ModelRegistry
 from service.scoring.scorer import Scorer
 from service.scoring.session import SessionOptions
-from service.scoring.windows import ClosedWindow, WindowStore, apply_event
+from service.scoring.windows import ClosedWindow, WindowStore, apply_event, market_bar_to_feature_bar
 
 FORMATS = ("binance-trades-csv", "binance-kline-csv", "freqtrade-json", "feather", "nab-csv", "events-jsonl")
 COLUMNS = ("timestamp", "key", "score", "threshold", "is_alert", "alert_type")
@@ -70,7 +72,15 @@ def score_events(
 ) -> Iterator[tuple[OfflineRow, Alert | None]]:
     """Windows of an event stream, scored in batches; yields (row, alert or None) in window order per key."""
     m = model.artifact.manifest
+    events = iter(events)
+    first = next(events, None)
     interval = bar_interval_ms or round(m.bar_interval_s * 1000)
+    if bar_interval_ms is None and isinstance(first, MarketBar):
+        # a file of candles: its own interval (feature windows are counted in bars, so one spec serves 5 s trade
+        # bars and 1 m klines alike; the model's threshold was calibrated on its training bars, though)
+        interval = market_bar_to_feature_bar(first).interval_ms
+    if first is not None:
+        events = itertools.chain([first], events)
     store = WindowStore(
         m.window,
         m.n_features,

@@ -84,3 +84,37 @@ def test_crossvenue_depeg_and_venue_dislocation() -> None:
     assert found[0].basis_bps > 500 and "de-peg" in found[0].explanation()
     assert m.is_dislocated("binance-spot:BTCUSDC", 1_000 + 200 * 5000)
     assert not m.is_dislocated("binance-spot:BTCUSDT", 1_000 + 200 * 5000)
+
+
+def test_spoofing_rule_counts_pulled_walls_not_filled_ones() -> None:
+    from decimal import Decimal
+
+    from service.schemas.market import BookTop
+    from service.scoring.spoofing import SpoofingMonitor
+
+    def book(t: int, wall: bool, bid: float = 100.0) -> BookTop:
+        bids = [(Decimal(f"{bid - i * 0.1:.1f}"), Decimal(80 if wall and i == 3 else 2)) for i in range(10)]
+        asks = [(Decimal(f"{bid + 0.1 + i * 0.1:.1f}"), Decimal(2)) for i in range(10)]
+        return BookTop(
+            venue="x", symbol="S", event_time_ms=t, ingest_time_ms=t, update_id=t, best_bid=bids[0][0],
+            best_ask=asks[0][0], bid_size=bids[0][1], ask_size=asks[0][1], bids=bids, asks=asks, imbalance=0.0,
+        )  # fmt: skip
+
+    m = SpoofingMonitor(wall_mult=8, window_ms=60_000, min_flips=3)
+    signals = []
+    t = 0
+    for _ in range(3):  # a bid wall 3 ticks below the touch, on for 5 s, pulled for 2 s
+        for _ in range(5):
+            signals += m.observe(book(t, True))
+            t += 1000
+        for _ in range(2):
+            signals += m.observe(book(t, False))
+            t += 1000
+    assert signals and signals[0].flips == 3 and signals[0].side == "bid" and signals[0].wall_mult >= 8
+    assert "pulled 3 times" in signals[0].explanation()
+    # a wall the price trades down into (filled, not pulled) is not a flip
+    m2 = SpoofingMonitor(wall_mult=8, window_ms=60_000, min_flips=1)
+    assert not m2.observe(book(0, True))
+    crash = book(1000, False, bid=99.5)  # the touch fell through the wall's price
+    crash = BookTop(**{**{f: getattr(crash, f) for f in crash.__struct_fields__}, "best_ask": Decimal("99.6")})
+    assert not m2.observe(crash) and not m2.observe(book(2000, False))

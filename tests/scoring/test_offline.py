@@ -111,3 +111,29 @@ async def test_replay_through_the_worker_gives_the_offline_scores(
     common = set(offline) & set(streamed)
     assert common >= expected
     np.testing.assert_allclose([streamed[k] for k in sorted(common)], [offline[k] for k in sorted(common)], rtol=1e-5)
+
+
+def test_rmad_score_on_kline_csv_uses_the_file_interval(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(3)
+    path = tmp_path / "XYZUSDT-1m.csv"
+    px = 100.0
+    lines = ["open_time,open,high,low,close,volume"]
+    for i in range(200):
+        nxt = px * float(np.exp(rng.normal(0, 1e-3)))
+        lines.append(f"{1_700_000_000_000 + i * 60_000},{px},{max(px, nxt)},{min(px, nxt)},{nxt},{rng.uniform(1, 5)}")
+        px = nxt
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("RMAD_SCORING_WARMUP_BARS", "10")
+    out = tmp_path / "out.csv"
+    rc = main(
+        ["score", "--model", "market", "--model-dir", str(tiny_model_dir), "--input", str(path),
+         "--format", "binance-kline-csv", "--output", str(out), "--quiet"]
+    )  # fmt: skip
+    assert rc == 0
+    rows = list(csv.DictReader(out.open()))
+    ends = [int(r["timestamp"]) for r in rows]
+    assert len(rows) == 200 - 9  # every 1 m bar from the 10th on ends a scored window
+    assert set(np.diff(ends).tolist()) == {60_000}
+    assert "scored 191 windows" in capsys.readouterr().err
