@@ -780,7 +780,7 @@ class ScoringWorker:
                 if self._producer is not None:
                     await self._producer.flush()
                 for tp, marks in dirty.items():
-                    if marks:
+                    if marks and tp in self._owned:  # a revoked partition's marks belong to its new owner now
                         await self.state.hset(self._marks_key(tp), marks)
                 if dirty:  # who scored how much: operators (and tests) see the group's split
                     await self.state.hset(
