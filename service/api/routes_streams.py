@@ -35,6 +35,7 @@ from service.schemas.scoring import AnomalyType, Severity
 
 router = APIRouter(prefix="/v1", tags=["streams"])
 
+KEY_SUBPROTOCOL = "rmad-key."
 WS_CLOSE_SLOW = 4008
 WS_CLOSE_RESTART = 1012  # service restart: the server is shutting down; reconnect with last_id
 WS_CLOSE_UNAUTHORIZED = 4401
@@ -124,10 +125,18 @@ async def alerts_stream(
     min_severity: Severity | None = None,
     last_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> None:
-    """WebSocket alert stream (auth: X-API-Key header or `api_key` query parameter; scope `subscribe`)."""
+    """WebSocket alert stream (scope `subscribe`).
+
+    Auth: an X-API-Key / Authorization header; or, from a browser (which cannot set headers on a WebSocket), the
+    subprotocol `rmad-key.<key>` (echoed back on accept, kept out of URLs and access logs); or `?api_key=`.
+    """
     ctx = api_context(websocket.app)
-    await websocket.accept()
+    offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    proto = next((p for p in offered if p.startswith(KEY_SUBPROTOCOL)), None)
+    await websocket.accept(subprotocol=proto)
     key = presented_key(dict(websocket.headers), dict(websocket.query_params))
+    if not key and proto is not None:
+        key = proto[len(KEY_SUBPROTOCOL) :]
     try:
         await authenticate(ctx.keys, ctx.limiter, key, Scope.SUBSCRIBE)
     except AuthError as err:

@@ -245,3 +245,19 @@ async def test_lagging_subscriber_catches_up_from_the_log_or_is_cut_when_too_far
     with pytest.raises(SubscriberCut, match=r"slow consumer: .* s behind the live alerts"):
         await sub.catch_up(log, 100, max_lag_s=60)
     assert sub not in hub.subscribers
+
+
+async def test_ws_key_as_subprotocol(live: Harness) -> None:
+    """Browsers cannot set headers on a WebSocket: the key may come as the `rmad-key.<key>` subprotocol."""
+    await append(live, [make_alert(1)])
+    first = await live.ctx.alert_log.last_seq()
+    await append(live, [make_alert(2)])
+    url = ws_url(live, last_id=first)
+    async with connect(url, subprotocols=[f"rmad-key.{live.keys['subscribe']}"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == f"rmad-key.{live.keys['subscribe']}"
+        assert (await next_alert(ws))["alert"]["id"] == make_alert(2).id
+    async with connect(url, subprotocols=["rmad-key.rmad_bad_key"]) as ws:  # type: ignore[list-item]
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 4401

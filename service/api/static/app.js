@@ -259,9 +259,10 @@ function connect() {
   if (state.ws) { state.ws.onclose = null; state.ws.close(); }
   if (!state.key) return;
   const proto = location.protocol === "https:" ? "wss" : "ws";
-  const q = new URLSearchParams({ api_key: state.key });
+  const q = new URLSearchParams();
   if (state.lastSeq) q.set("last_id", state.lastSeq);
-  const ws = new WebSocket(`${proto}://${location.host}/v1/alerts/stream?${q}`);
+  // the key travels as a subprotocol (browsers cannot set headers on a WebSocket), never in the URL
+  const ws = new WebSocket(`${proto}://${location.host}/v1/alerts/stream?${q}`, [`rmad-key.${state.key}`]);
   state.ws = ws;
   ws.onopen = () => setConn("live", "ok");
   ws.onmessage = (ev) => {
