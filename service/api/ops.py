@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api.health import router as health_router
+from service.api.http_metrics import HttpMetricsMiddleware
 from service.runtime import Runtime
 
 
@@ -26,5 +27,6 @@ def create_ops_app(runtime: Runtime) -> FastAPI:
 
     app = FastAPI(title="rmad-crypto (operations)", version=__version__, lifespan=lifespan)
     app.state.runtime = runtime
+    app.add_middleware(HttpMetricsMiddleware)
     app.include_router(health_router)
     return app
