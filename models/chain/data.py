@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from service.features.chain import signed_log1p
 from service.features.scaling import RobustScaler
 
 DATA_FILE = "ethereum-fraud-accounts/transaction_dataset.csv"
@@ -82,12 +83,6 @@ def load_accounts(path: Path, features: Sequence[str]) -> AccountsData:
         n_duplicates_dropped=len(table) - len(deduped),
         fingerprint=sha256_file(path),
     )
-
-
-def signed_log1p(x: np.ndarray) -> np.ndarray:
-    """sign(x) * log(1 + |x|): tames ether amounts and counts; keeps negative balances negative."""
-    out: np.ndarray = np.sign(x) * np.log1p(np.abs(x))
-    return out
 
 
 @dataclass(frozen=True)

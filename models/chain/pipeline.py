@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import time
@@ -40,12 +39,18 @@ from models.chain.data import (
     stratified_split,
 )
 from models.chain.metrics import Metrics, evaluate_scores, table
+from service.features.chain import (
+    CHAIN_FEATURES,
+    CHAIN_MODEL_LAYOUT,
+    CHAIN_MODEL_TRANSFORM,
+    CHAIN_SPEC_HASH,
+)
 
 log = logging.getLogger("rmad.chain")
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYOUT = "address_row"  # windows[b, 0, :] = scaled features of address b (T = 1)
-TRANSFORM = "signed_log1p"  # sign(x) * log1p(|x|) before robust scaling
+LAYOUT = CHAIN_MODEL_LAYOUT  # windows[b, 0, :] = scaled features of address b (T = 1)
+TRANSFORM = CHAIN_MODEL_TRANSFORM  # sign(x) * log1p(|x|) before robust scaling
 DEFAULT_EPOCHS = 8
 ABLATION_EPOCHS = 2
 # Outlier exposure stronger than the market default (0.5, 1.0): the accounts file has ~1,000 labelled fraud rows
@@ -57,9 +62,10 @@ OUTLIER_MARGIN = 5.0
 
 
 def chain_spec_hash(features: tuple[str, ...]) -> str:
-    """sha256 over the feature names, the transform and the layout: what the runtime must reproduce."""
-    blob = json.dumps({"names": list(features), "transform": TRANSFORM, "layout": LAYOUT}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """The runtime's CHAIN_SPEC_HASH (names, transform, layout): one definition, in service/features/chain.py."""
+    if tuple(features) != CHAIN_FEATURES or (TRANSFORM, LAYOUT) != (CHAIN_MODEL_TRANSFORM, CHAIN_MODEL_LAYOUT):
+        raise ValueError("the chain model must take exactly service.features.chain.CHAIN_FEATURES")
+    return CHAIN_SPEC_HASH
 
 
 def as_windows(x: np.ndarray) -> np.ndarray:

@@ -31,10 +31,12 @@ adds nothing.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 from service.schemas.chain import UNIT_DECIMALS, Chain, ChainTx
@@ -74,6 +76,24 @@ ACTIVITY_FEATURES: tuple[str, ...] = (*CHAIN_FEATURES, *WINDOW_FEATURES, "first_
 #: Bump when a definition above changes without a name changing.
 SPEC_VERSION = 1
 SPEC_HASH = hashlib.sha256(repr((SPEC_VERSION, CHAIN_FEATURES, WINDOW_FEATURES, WINDOWS_S)).encode()).hexdigest()
+
+# What a chain model consumes, so training and serving agree: the CHAIN_FEATURES row of one address, transformed
+# by sign(x)*log1p(|x|), robust-scaled with the manifest's centre/scale, shaped [B, 1, F] (T = 1).
+CHAIN_MODEL_TRANSFORM = "signed_log1p"
+CHAIN_MODEL_LAYOUT = "address_row"
+CHAIN_SPEC_HASH = hashlib.sha256(
+    json.dumps(
+        {"names": list(CHAIN_FEATURES), "transform": CHAIN_MODEL_TRANSFORM, "layout": CHAIN_MODEL_LAYOUT},
+        sort_keys=True,
+    ).encode()
+).hexdigest()
+
+
+def signed_log1p(x: np.ndarray) -> np.ndarray:
+    """The chain model's input transform: tames amounts spanning 20 orders of magnitude, keeps the sign."""
+    out: np.ndarray = np.sign(x) * np.log1p(np.abs(x))
+    return out
+
 
 _LONGEST_WINDOW_MS = max(s for _, s in WINDOWS_S) * 1000
 _GWEI = 10**9  # sums are kept as two int64 halves (value // 1e9, value % 1e9) so HINCRBY never overflows
@@ -628,6 +648,9 @@ def feature_vector(features: dict[str, float], names: Sequence[str] = CHAIN_FEAT
 __all__ = [
     "ACTIVITY_FEATURES",
     "CHAIN_FEATURES",
+    "CHAIN_MODEL_LAYOUT",
+    "CHAIN_MODEL_TRANSFORM",
+    "CHAIN_SPEC_HASH",
     "SPEC_HASH",
     "UPDATE_SCRIPT",
     "WINDOW_FEATURES",
@@ -640,5 +663,6 @@ __all__ = [
     "features_from_transactions",
     "finish",
     "legs",
+    "signed_log1p",
     "update_call",
 ]

@@ -71,8 +71,12 @@ def test_scaler_is_fitted_on_training_rows_only(tmp_path: Path) -> None:
     assert as_windows(prep.x_test).shape == (len(split.test), 1, 2)
 
 
-def test_spec_hash_depends_on_feature_order() -> None:
-    assert chain_spec_hash(CHAIN_FEATURES) != chain_spec_hash(tuple(reversed(CHAIN_FEATURES)))
+def test_spec_hash_is_the_runtimes_and_refuses_another_feature_order() -> None:
+    from service.features.chain import CHAIN_SPEC_HASH
+
+    assert chain_spec_hash(CHAIN_FEATURES) == CHAIN_SPEC_HASH
+    with pytest.raises(ValueError, match="CHAIN_FEATURES"):
+        chain_spec_hash(tuple(reversed(CHAIN_FEATURES)))
 
 
 @pytest.mark.data
