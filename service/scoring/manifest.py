@@ -29,6 +29,8 @@ class FeatureBlock(BaseModel):
     scale: list[float]
     normal: list[float]
     clip: float | None = None
+    # applied to raw features before the robust scaling (chain models: amounts spanning many orders of magnitude)
+    transform: Literal["none", "signed_log1p"] = "none"
 
     @model_validator(mode="after")
     def _same_length(self) -> FeatureBlock:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.features.chain import signed_log1p
 from service.features.scaling import RobustScaler
 from service.schemas.scoring import BranchScores, Score
 from service.scoring import metrics
@@ -129,6 +130,8 @@ class Scorer:
         scaler = self._scalers.get(key)
         if scaler is None:
             scaler = self._scalers[key] = scaler_for(m)
+        if m.artifact.manifest.features.transform == "signed_log1p":
+            arr = signed_log1p(arr)
         x = scaler.transform(arr)
         c = m.artifact.centres if centres is None else centres
         t0 = time.perf_counter()
