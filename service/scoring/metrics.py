@@ -19,6 +19,14 @@ INFERENCE_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+SCORE_BUCKETS = (-10.0, -3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0)
+FUSED_SCORE = Histogram(
+    "rmad_worker_fused_score",
+    "Distribution of fused scores (S_final) of scored windows, by model; compare with the model's threshold.",
+    ["model"],
+    buckets=SCORE_BUCKETS,
+    registry=REGISTRY,
+)
 END_TO_END_SECONDS = Histogram(
     "rmad_worker_end_to_end_seconds",
     "From the ingest time of the tick that closed a window to its score being produced.",

@@ -140,6 +140,9 @@ class Scorer:
         metrics.BATCH_SIZE.labels(model=m.name).observe(len(arr))
         metrics.WINDOWS_SCORED.labels(model=m.name).inc(len(arr))
         fused, md, tr, cl = out["fused"], out["s_md"], out["s_trans"], out["s_clust"]
+        score_hist = metrics.FUSED_SCORE.labels(model=m.name)
+        for value in fused.tolist():
+            score_hist.observe(value)
         w, fe, emb = out["weights"], out["feature_errors"], out["embedding"]
         thr = m.threshold
         return [
