@@ -66,14 +66,23 @@ class AlertDelivery:
         self.producer = producer
         self.topic = topic
         self.ttl_ms = int(ttl_s * 1000)
+        # published (acknowledged) but not yet confirmed in the state store: when the confirmation fails (Redis
+        # down) the worker retries the batch, and the retry must only confirm, not publish again
+        self._unconfirmed: set[str] = set()
 
     async def publish(self, alert_id: str, key: str, payload: bytes, inflight: str) -> bool:
         """Publish one alert at most once per id; False when it was already published."""
+        if alert_id in self._unconfirmed:
+            await self.state.run_script(DONE_SCRIPT, [done_key(alert_id), inflight], [alert_id, self.ttl_ms])
+            self._unconfirmed.discard(alert_id)
+            return False
         claimed = await self.state.run_script(CLAIM_SCRIPT, [done_key(alert_id), inflight], [alert_id, payload])
         if not int(claimed):
             return False
         await self.producer.send_and_wait(self.topic, payload, key=key.encode())
+        self._unconfirmed.add(alert_id)
         await self.state.run_script(DONE_SCRIPT, [done_key(alert_id), inflight], [alert_id, self.ttl_ms])
+        self._unconfirmed.discard(alert_id)
         return True
 
     async def recover(self, bus: Bus, inflight: str, idle_s: float = 1.5, max_s: float = 60.0) -> int:
