@@ -24,6 +24,7 @@ from service.api.metrics import FOLLOWER_LAG, FOLLOWER_RECORDS
 from service.bus import Bus
 from service.bus.base import Consumer, Record
 from service.runtime import Health, cancel_and_wait
+from service.scoring import lowlatency
 from service.settings import Settings
 from service.state import StateStore
 
@@ -45,6 +46,7 @@ class TopicFollower:
     """A consumer-group member that hands each batch to `handle` and commits after it succeeds."""
 
     kind = "abstract"
+    fetch_max_wait_ms: int | None = None  # None: aiokafka's default (500 ms); the alert log sets a short one
 
     def __init__(self, bus: Bus, topics: Sequence[str], group: str) -> None:
         self.bus = bus
@@ -86,7 +88,13 @@ class TopicFollower:
         while True:
             try:
                 if self._consumer is None:
-                    consumer = self.bus.consumer(self.topics, self.group)
+                    consumer = (
+                        self.bus.consumer(self.topics, self.group)
+                        if self.fetch_max_wait_ms is None
+                        else lowlatency.consumer(
+                            self.bus, self.topics, self.group, fetch_max_wait_ms=self.fetch_max_wait_ms
+                        )
+                    )
                     await consumer.start()
                     self._consumer = consumer
                 records = await self._consumer.getmany(timeout_ms=200)
@@ -118,6 +126,8 @@ class AlertLogFollower(TopicFollower):
 
     def __init__(self, bus: Bus, settings: Settings, log_: AlertLog, hub: AlertHub | None, state: StateStore) -> None:
         super().__init__(bus, [settings.topic_alerts], "rmad-api-alert-log")
+        # alerts are few and latency-critical: without this a broker may park each fetch up to 500 ms
+        self.fetch_max_wait_ms = settings.scoring_fetch_max_wait_ms
         self.log = log_
         self.hub = hub
         self.state = state
