@@ -175,7 +175,7 @@ class LSTMAEBaseline:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                tot += float(loss) * len(b)
+                tot += loss.item() * len(b)
             log.info("lstm_ae epoch %d loss %.4f", ep + 1, tot / len(xt))
         self.model.eval()
 

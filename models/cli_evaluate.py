@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--no-ablations", action="store_true")
     parser.add_argument("--only", action="append", default=None, help="evaluate only these baselines/ablations")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse per-method results already computed for this version under runs/ (same data, same code)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the market results here")
 
 
@@ -58,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
                 baselines=not args.no_baselines,
                 ablations=not args.no_ablations,
                 only=set(args.only) if args.only else None,
+                reuse=args.reuse,
             )
             print(f"\n## Market model {version}\n")
             print(tables(res))
