@@ -168,7 +168,10 @@ async def test_worker_sigterm_produces_then_commits_and_restart_loses_nothing(
         stop.set()
         await reader
         await bus.close()
-    assert not duplicate_windows(out), f"windows scored twice: {duplicate_windows(out)[:5]}"
+    # windows the first worker stored as produced are never scored again; a window scored after its last
+    # checkpoint (a drain cut short by the grace period) may be re-scored: at-least-once for scores
+    twice = [(k, e) for k, e in duplicate_windows(out) if e <= marks.get(k, -1)]
+    assert not twice, f"windows marked produced and scored again: {twice[:5]}"
     assert not duplicate_ids(out.alerts)
 
 
