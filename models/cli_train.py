@@ -49,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ablation-windows", type=int, default=6000, help="normal windows per ablation model (all six rows alike)"
     )
-    parser.add_argument("--ablation-epochs", type=int, default=2, help="VAE / Transformer epochs per ablation model")
+    parser.add_argument(
+        "--ablation-epochs", type=int, default=None, help="VAE / Transformer epochs per ablation model (market: 2)"
+    )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: other work shares this 2-core machine)"
     )
@@ -122,7 +124,8 @@ def train_market(args: argparse.Namespace) -> int:
         rng = np.random.default_rng(args.seed + 1)
         sub = np.sort(rng.permutation(len(X_normal))[: args.ablation_windows])
         xn_small = X_normal[sub]
-        small = dataclasses.replace(cfg, vae_epochs=args.ablation_epochs, trans_epochs=args.ablation_epochs)
+        a_ep = args.ablation_epochs or 2
+        small = dataclasses.replace(cfg, vae_epochs=a_ep, trans_epochs=a_ep)
         for name in ABLATIONS:
             acfg = RMADConfig.ablation(small, name)
             log.info("ablation %s", name)
