@@ -31,7 +31,7 @@ ABLATION_LABELS = {
     "no_gate": "w/o fusion gate (equal weights)",
 }
 BASELINE_LABELS = {
-    "rolling_z": "Rolling z-score (|z|>3)",
+    "rolling_z": "Rolling z-score (z > 3)",
     "isolation_forest": "Isolation Forest",
     "ocsvm": "One-Class SVM",
     "lstm_ae": "LSTM autoencoder",
