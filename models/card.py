@@ -51,14 +51,16 @@ def plot_curves(results: dict[str, list[ScoredSeries]], path: Path, title: str) 
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for name, scored in results.items():
+    cmap = plt.get_cmap("tab20")
+    for i, (name, scored) in enumerate(results.items()):
         y, s = window_labels(scored)
         if len(y) == 0 or y.min() == y.max():
             continue
+        style = {"color": cmap(i % 20), "lw": 1.2, "ls": "-" if i < 7 else "--"}
         fpr, tpr, _ = roc_curve(y, s)
-        a1.plot(fpr, tpr, label=name, lw=1.2)
+        a1.plot(fpr, tpr, label=name, **style)
         p, r, _ = precision_recall_curve(y, s)
-        a2.plot(r, p, label=name, lw=1.2)
+        a2.plot(r, p, label=name, **style)
     a1.plot([0, 1], [0, 1], "k:", lw=0.8)
     a1.set_xscale("log")
     a1.set_xlim(1e-5, 1)
