@@ -36,9 +36,18 @@ class NoisyBlock(nn.Module):
 
 
 class Generator(nn.Module):
+    """Works in a per-feature standardised space (`mean`, `std` buffers, set from the GAN's training data) and returns
+    windows in data space: anomalous market windows have feature scales ~10x the normal ones, far from what a
+    LayerNorm'd generator's output layer reaches in a few hundred steps from its initialisation."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, cfg: RMADConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.register_buffer("mean", torch.zeros(cfg.d))
+        self.register_buffer("std", torch.ones(cfg.d))
         widths = (cfg.noise_dim + cfg.n_classes, *cfg.gan_hidden)
         self.blocks = nn.ModuleList(NoisyBlock(a, b, cfg.gan_noise_std) for a, b in itertools.pairwise(widths))
         self.out = nn.Linear(widths[-1], cfg.d)
@@ -49,7 +58,7 @@ class Generator(nn.Module):
         for b in self.blocks:
             h = b(h)
         out: torch.Tensor = self.out(h)
-        return out
+        return out * self.std + self.mean
 
     @torch.no_grad()
     def sample(self, n: int, label: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -62,16 +71,23 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
+    """Standardises its input with the same per-feature statistics as the generator."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, cfg: RMADConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.register_buffer("mean", torch.zeros(cfg.d))
+        self.register_buffer("std", torch.ones(cfg.d))
         widths = (cfg.d + cfg.n_classes, *cfg.disc_hidden)
         self.layers = nn.ModuleList(spectral_norm(nn.Linear(a, b)) for a, b in itertools.pairwise(widths))
         self.out = spectral_norm(nn.Linear(widths[-1], 1))
 
     def features(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """F(x): the penultimate activations [B, 256] used for feature matching and FID."""
-        h = torch.cat([x, F.one_hot(y, self.cfg.n_classes).to(x.dtype)], dim=1)
+        h = torch.cat([(x - self.mean) / self.std, F.one_hot(y, self.cfg.n_classes).to(x.dtype)], dim=1)
         for layer in self.layers:
             h = F.leaky_relu(layer(h), 0.2)
         return h
@@ -110,6 +126,13 @@ def train_gan(
     windows of class y, so F(G(z, 1)) is pulled toward F(x_fraud). One epoch = one pass over the anomalies.
     """
     gen, disc = Generator(cfg), Discriminator(cfg)
+    # per-feature statistics of the balanced training mix (all anomalies + as many normal windows), tiled over T
+    mix = np.concatenate([x_anom, x_normal[rng.choice(len(x_normal), size=min(len(x_normal), max(len(x_anom), 1)))]])
+    mix = mix.reshape(-1, cfg.n_features).astype(np.float64)
+    mu, sd = mix.mean(0), np.maximum(mix.std(0), 1e-3)
+    for m in (gen, disc):
+        m.mean.copy_(torch.from_numpy(np.tile(mu, cfg.window).astype(np.float32)))
+        m.std.copy_(torch.from_numpy(np.tile(sd, cfg.window).astype(np.float32)))
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr_g, betas=cfg.gan_betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=cfg.gan_betas)
     xa = torch.from_numpy(np.ascontiguousarray(x_anom.reshape(len(x_anom), -1), dtype=np.float32))
