@@ -40,6 +40,7 @@ from service.scoring.registry import LoadedModel, ModelNotFoundError, ModelRegis
 from service.scoring.scorer import Scorer, WindowResult
 from service.scoring.session import SessionOptions
 from service.scoring.spoofing import SpoofingMonitor, SpoofSignal
+from service.scoring.wash import WashMonitor, WashSignal
 from service.scoring.windows import ClosedWindow, WindowStore, apply_event
 from service.settings import Settings
 from service.state.base import StateStore
@@ -50,6 +51,8 @@ CROSSVENUE_MODEL = "crossvenue"
 CROSSVENUE_VERSION = "1"
 BOOK_RULES_MODEL = "book-rules"
 BOOK_RULES_VERSION = "1"
+TAPE_RULES_MODEL = "tape-rules"
+TAPE_RULES_VERSION = "1"
 
 
 @dataclass(slots=True)
@@ -132,6 +135,19 @@ class ScoringWorker:
         )
         if self.spoofing is not None:
             self.topics.append(settings.topic_books)
+        self.wash = (
+            WashMonitor(
+                window_ms=int(settings.wash_window_s * 1000),
+                min_pairs=settings.wash_min_pairs,
+                min_share=settings.wash_min_share,
+                max_keys=settings.scoring_max_keys,
+            )
+            if settings.wash_enabled
+            else None
+        )
+        self._wash_signals: list[tuple[WashSignal, TopicPartition]] = []
+        self._xv_pending: list[tuple[Dislocation, ClosedWindow]] = []
+        self._held: dict[TopicPartition, list[int]] = {}  # offsets of records whose rule alerts are not out yet
         self.policy = AlertPolicy(settings.alert_hysteresis, int(settings.alert_cooldown_s * 1000))
         self.batcher: MicroBatcher[ClosedWindow] = MicroBatcher(
             settings.scoring_batch_size, settings.scoring_max_wait_ms / 1000.0, settings.scoring_queue_bound
@@ -303,6 +319,8 @@ class ScoringWorker:
                     # in slices, yielding between them: windows closed early in a big poll get scored while the
                     # rest is parsed, and an in-process bus (which returns at once) cannot starve the other tasks
                     self._handle(recs[i : i + 256])
+                    if self._wash_signals or self._xv_pending:
+                        await self._publish_rules()
                     await asyncio.sleep(0)
             now = time.monotonic()
             if now - self._last_sweep >= 1.0:
@@ -389,6 +407,11 @@ class ScoringWorker:
             last_ingest[r.topic] = ev.ingest_time_ms
             for w in apply_event(store, ev, offset=r.offset, tp=tp):
                 self._enqueue(w)
+            if self.wash is not None and isinstance(ev, Trade):
+                sig = self.wash.observe(ev.key, ev.event_time_ms, str(ev.price), str(ev.size), ev.side == "buy")
+                if sig is not None:
+                    self._wash_signals.append((sig, tp))
+                    self._held.setdefault(tp, []).append(r.offset)
             if isinstance(ev, Trade) and ev.incomplete:
                 metrics.RECORDS.labels(topic=r.topic, outcome="after_gap").inc()
         for topic, ing in last_ingest.items():
@@ -429,6 +452,66 @@ class ScoringWorker:
         for r in recs:
             if r.tp in self._owned:
                 self._processed[r.tp] = r.offset + 1
+
+    async def _publish_rules(self) -> None:
+        """Rule alerts found while consuming: wash-trading-like signals (service/scoring/wash.py, policy key
+        `wt|...`) and dislocations completed by already-produced windows; their records' offsets are held until
+        they are out."""
+        assert self._delivery is not None
+        pending_xv, self._xv_pending = self._xv_pending, []
+        batch_marks: dict[TopicPartition, dict[str, str]] = {}
+        local: dict[str, _Mark] = {}
+        for d, w in pending_xv:
+            a = self._dislocation_alert(d, w, batch_marks, local)
+            if a is not None and w.tp is not None:
+                if await self._delivery.publish(a.id, a.key, a.model_dump_json().encode(), self._inflight_key(w.tp)):
+                    self.stats.alerts += 1
+                    metrics.ALERTS.labels(type=a.anomaly_type.value, severity=a.severity.value).inc()
+                    log.info("alert %s %s depeg (cross-venue) at %d", a.id, a.key, a.window_end_ms)
+        self._marks.update(local)
+        for tp, marks in batch_marks.items():
+            self._dirty.setdefault(tp, {}).update(marks)
+        signals, self._wash_signals = self._wash_signals, []
+        thr = float(self.wash.min_pairs) if self.wash is not None else 1.0
+        for sig, tp in signals:
+            pkey = f"wt|{sig.key}"
+            mark = self._marks.get(pkey)
+            st = mark.alert if mark is not None else KeyAlertState()
+            fired = self.policy.decide(st, float(sig.pairs), thr, sig.event_ms, AnomalyType.VOLUME_SURGE)
+            self._marks[pkey] = _Mark(sig.event_ms, st)
+            if fired:
+                venue, _, symbol = sig.key.partition(":")
+                sev, action = tiers(float(sig.pairs), thr, thr * 3, False)
+                zero = BranchScores(md=0.0, trans=0.0, clust=0.0)
+                alert = Alert(
+                    id=alert_id(f"{TAPE_RULES_MODEL}-{TAPE_RULES_VERSION}", sig.key, sig.event_ms),
+                    key=sig.key,
+                    venue=venue,
+                    symbol=symbol,
+                    window_end_ms=sig.event_ms,
+                    created_ms=int(time.time() * 1000),
+                    anomaly_type=AnomalyType.VOLUME_SURGE,
+                    severity=sev,
+                    action=action,
+                    score=float(sig.pairs),
+                    threshold=thr,
+                    branches=zero,
+                    weights=zero,
+                    top_features=[
+                        FeatureContribution(name="matched_pairs", value=float(sig.pairs), normal=0.0, error=0.0),
+                        FeatureContribution(name="matched_volume_share", value=sig.share, normal=0.0, error=0.0),
+                    ],
+                    explanation=sig.explanation(),
+                    model_name=TAPE_RULES_MODEL,
+                    model_version=TAPE_RULES_VERSION,
+                )
+                if await self._delivery.publish(
+                    alert.id, alert.key, alert.model_dump_json().encode(), self._inflight_key(tp)
+                ):
+                    self.stats.alerts += 1
+                    metrics.ALERTS.labels(type=alert.anomaly_type.value, severity=alert.severity.value).inc()
+                    log.info("alert %s %s volume_surge (wash-like) at %d", alert.id, alert.key, alert.window_end_ms)
+        self._held.clear()
 
     def _spoof_alert(self, sig: SpoofSignal, thr: float) -> Alert:
         venue, _, symbol = sig.key.partition(":")
@@ -527,8 +610,13 @@ class ScoringWorker:
         if not w.scorable or (mark is not None and w.window_end_ms <= mark.window_end_ms):
             if mark is not None and w.window_end_ms <= mark.window_end_ms:
                 self.stats.skipped_marked += 1
-                if self.crossvenue is not None:  # produced before a restart: rebuild the usual basis, no alerts
-                    self.crossvenue.observe(w.key, w.window_end_ms, w.close)
+                if self.crossvenue is not None:
+                    # produced before a restart: this rebuilds the usual basis, and a dislocation it completes
+                    # (its pair member was scored already) still goes out; ids and policy marks dedupe repeats
+                    for d in self.crossvenue.observe(w.key, w.window_end_ms, w.close):
+                        self._xv_pending.append((d, w))
+                        if w.tp is not None:
+                            self._held.setdefault(w.tp, []).append(max(w.offset, 0))
             return
         if w.tp is not None:
             if w.offset < 0:
@@ -767,6 +855,9 @@ class ScoringWorker:
             q = self._pending.get(tp)
             if q:
                 off = min(off, q[0])
+            held = self._held.get(tp)
+            if held:
+                off = min(off, min(held))
             if tp in needed:
                 off = min(off, needed[tp])
             out[tp] = off

@@ -66,14 +66,16 @@ class Scenario:
         return {(r.key, r.timestamp) for r in self.offline if r.timestamp <= cut}
 
 
-def labelled_config(duration_s: float = 900.0, seed: int = 11, spoofing: bool = False) -> SimConfig:
+def labelled_config(duration_s: float = 900.0, seed: int = 11, spoofing: bool = False, wash: bool = False) -> SimConfig:
     """Pump (binance ETHUSDT), flash crash (bybit BTCUSDT), USDC de-peg; with `spoofing`, books are emitted and
-    bybit ETHUSDT gets pulled walls."""
+    bybit ETHUSDT gets pulled walls; with `wash`, binance BTCUSDT gets wash-trading pairs."""
     base = SimConfig(seed=seed, duration_s=duration_s, emit_books=spoofing, instruments=INSTRUMENTS, rate_scale=0.5)
     t0 = base.start_ms
     eth_bybit = [i for i in INSTRUMENTS if i.key == "sim-bybit:ETHUSDT"]
+    btc_binance = [i for i in INSTRUMENTS if i.key == "sim-binance:BTCUSDT"]
     plans = [
         *([plan_anomaly("spoofing_like", t0 + 480_000, eth_bybit, 4, 1.0)] if spoofing else []),
+        *([plan_anomaly("wash_trading", t0 + 350_000, btc_binance, 5, 0.5)] if wash else []),
         plan_anomaly("pump_and_dump", t0 + 330_000, [i for i in INSTRUMENTS if i.key == "sim-binance:ETHUSDT"], 1, 0.2),
         plan_anomaly("flash_crash", t0 + 420_000, [i for i in INSTRUMENTS if i.key == "sim-bybit:BTCUSDT"], 2, 0.5),
         plan_anomaly("depeg", t0 + 560_000, INSTRUMENTS, 3, 0.3),
@@ -87,7 +89,7 @@ def simulate(cfg: SimConfig) -> tuple[list[PublishedMarketEvent], list[SimLabel]
     return events, list(sim.labels)
 
 
-def build_scenario(root: Path, duration_s: float = 900.0, spoofing: bool = False) -> Scenario:
+def build_scenario(root: Path, duration_s: float = 900.0, spoofing: bool = False, wash: bool = False) -> Scenario:
     normal_cfg = replace(labelled_config(duration_s, seed=5), anomalies=())
     normal, _ = simulate(normal_cfg)
     store = WindowStore(WINDOW, 27, INTERVAL_MS, warmup_bars=WARMUP)
@@ -104,7 +106,7 @@ def build_scenario(root: Path, duration_s: float = 900.0, spoofing: bool = False
     threshold = 1.5 * normal_max
     model_dir = root / "models"
     export_tiny_model(model_dir, center=center, scale=scale, alert=threshold, window=WINDOW, created_ms=1)
-    events, labels = simulate(labelled_config(duration_s, spoofing=spoofing))
+    events, labels = simulate(labelled_config(duration_s, spoofing=spoofing, wash=wash))
     reg = ModelRegistry(model_dir, reload_interval_s=0)
     xv = CrossVenueMonitor(z=8.0, min_bps=100.0, half_life_bars=360.0, warmup_bars=30)  # as in worker_env
     model = reg.get("market")

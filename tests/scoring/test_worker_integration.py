@@ -37,7 +37,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
-    return build_scenario(tmp_path_factory.mktemp("scenario"), spoofing=True)
+    """Every anomaly kind, books included (spoofing)."""
+    return build_scenario(tmp_path_factory.mktemp("scenario"), spoofing=True, wash=True)
+
+
+@pytest.fixture(scope="module")
+def trades_scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    """Trades only. Why a second one: with books flowing too, the local Tansu broker was seen to return one
+    batch of a 7-partition topic out of order (a key's ticks minutes back in time after later ones; reproduced
+    without any worker), which makes the late ticks drop and their windows go missing: a broker fault, not what
+    the split and no-gap tests are about."""
+    return build_scenario(tmp_path_factory.mktemp("trades_scenario"))
 
 
 def _settings(env: dict[str, str], **over: object) -> Settings:
@@ -119,11 +129,11 @@ async def test_alerts_exactly_once_across_sigkill_and_no_lost_window(
 
 
 async def test_two_workers_split_keys_and_share_centres(
-    scenario: Scenario, kbus: KafkaBus, kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path
+    trades_scenario: Scenario, kbus: KafkaBus, kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path
 ) -> None:
     # 7 partitions: the 5 keys land on partitions 3, 4, 5, 6, so any 2-member assignment gives both some keys
     env = worker_env(
-        unique, kafka_bootstrap, redis_url, scenario.model_dir, partitions=7, RMAD_CENTRES_HALF_LIFE_S="1e12"
+        unique, kafka_bootstrap, redis_url, trades_scenario.model_dir, partitions=7, RMAD_CENTRES_HALF_LIFE_S="1e12"
     )
     s = _settings(env)
     await kbus.create_topics(standard_topics(s))
@@ -134,9 +144,17 @@ async def test_two_workers_split_keys_and_share_centres(
     state = RedisState(redis_url, key_prefix=f"t{unique}:")
     try:
         await asyncio.sleep(8)  # both join before data flows, so the group has settled on a split
-        await _publish(kbus, s, scenario.events)
-        expected = scenario.expected_windows()
-        await wait_for(lambda: expected <= out.windows(), 180, "every window")
+        await _publish(kbus, s, trades_scenario.events)
+        expected = trades_scenario.expected_windows()
+        try:
+            await wait_for(lambda: expected <= out.windows(), 180, "every window")
+        except AssertionError:
+            missing = sorted(expected - out.windows())
+            per_key = collections.defaultdict(list)
+            for k, e in missing:
+                per_key[k].append(e)
+            brief = {k: (len(v), min(v), max(v)) for k, v in per_key.items()}
+            raise AssertionError(f"{len(missing)} windows missing: {brief}") from None
         await asyncio.sleep(1.5)
         stats = await state.hgetall(f"worker:{s.scoring_group_id}:members")
         raw_n = await state.hget(centres_key("market", "v1"), "n")
@@ -151,15 +169,17 @@ async def test_two_workers_split_keys_and_share_centres(
     # one set of centres: every normal window of both workers was folded into the same counts
     assert raw_n is not None
     folded = sum(json.loads(raw_n)) - 100.0 * len(json.loads(raw_n))
-    normal_windows = {(x["key"], x["window_end_ms"]) for x in out.scores if float(x["fused"]) < scenario.threshold}
+    normal_windows = {
+        (x["key"], x["window_end_ms"]) for x in out.scores if float(x["fused"]) < trades_scenario.threshold
+    }
     assert len(normal_windows) <= folded + 1e-6 <= len(out.scores)
 
 
 async def test_hot_reload_failed_keeps_old_good_swaps_without_gap(
-    scenario: Scenario, kbus: KafkaBus, kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path
+    trades_scenario: Scenario, kbus: KafkaBus, kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path
 ) -> None:
     models = tmp_path / "models"
-    shutil.copytree(scenario.model_dir, models)
+    shutil.copytree(trades_scenario.model_dir, models)
     env = worker_env(unique, kafka_bootstrap, redis_url, models, RMAD_MODEL_RELOAD_INTERVAL_S="0.3")
     s = _settings(env)
     await kbus.create_topics(standard_topics(s))
@@ -168,9 +188,9 @@ async def test_hot_reload_failed_keeps_old_good_swaps_without_gap(
     out, stop = Collected(), asyncio.Event()
     reader = asyncio.create_task(collect(kbus, (s.topic_scores, s.topic_alerts), out, stop, f"c-{unique}"))
     await worker.start()
-    n = len(scenario.events)
+    n = len(trades_scenario.events)
     try:
-        await _publish(kbus, s, scenario.events[: n // 3])
+        await _publish(kbus, s, trades_scenario.events[: n // 3])
         await wait_for(lambda: len(out.scores) > 50, 120, "first scores")
         # a broken v2 (newer): refused in the background, v1 keeps scoring
         bad = models / "market" / "v2"
@@ -179,7 +199,7 @@ async def test_hot_reload_failed_keeps_old_good_swaps_without_gap(
         (bad / "manifest.json").write_text(json.dumps({**m, "version": "v2", "created_ms": 2}))
         (bad / "model.onnx").write_bytes(b"\x00broken")
         await wait_for(lambda: str(bad) in worker.registry.failures(), 30, "the failed reload")
-        await _publish(kbus, s, scenario.events[n // 3 : 2 * n // 3])
+        await _publish(kbus, s, trades_scenario.events[n // 3 : 2 * n // 3])
         await asyncio.sleep(1.0)
         assert worker.registry.get("market").version == "v1" and worker.health().ok
         # a good v3: swapped in while data flows
@@ -187,8 +207,8 @@ async def test_hot_reload_failed_keeps_old_good_swaps_without_gap(
         shutil.copytree(models / "market" / "v1", good)
         (good / "manifest.json").write_text(json.dumps({**m, "version": "v3", "created_ms": 3}))
         await wait_for(lambda: worker.registry.get("market").version == "v3", 30, "the swap to v3")
-        await _publish(kbus, s, scenario.events[2 * n // 3 :])
-        expected = scenario.expected_windows()
+        await _publish(kbus, s, trades_scenario.events[2 * n // 3 :])
+        expected = trades_scenario.expected_windows()
         await wait_for(lambda: expected <= out.windows(), 120, "every window")
     finally:
         await worker.stop()
