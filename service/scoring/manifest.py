@@ -125,9 +125,7 @@ def expected_spec(kind: str) -> tuple[list[str], str]:
         return list(MARKET_FEATURES), SPEC_HASH
     from service.features import chain as chain_features
 
-    names = list(chain_features.CHAIN_FEATURES)
-    spec = getattr(chain_features, "CHAIN_SPEC_HASH", None) or getattr(chain_features, "SPEC_HASH", "")
-    return names, str(spec)
+    return list(chain_features.CHAIN_FEATURES), chain_features.CHAIN_SPEC_HASH
 
 
 def check_spec(manifest: Manifest, names: list[str], spec_hash: str, where: str = "") -> None:
@@ -146,6 +144,14 @@ def check_spec(manifest: Manifest, names: list[str], spec_hash: str, where: str 
             f"model {label} spec_hash {manifest.spec_hash[:12]}... differs from service/features "
             f"{spec_hash[:12]}... (feature parameters changed); retrain/export it against the current spec"
         )
+    if manifest.kind == "chain":
+        from service.features.chain import CHAIN_MODEL_TRANSFORM
+
+        if manifest.features.transform != CHAIN_MODEL_TRANSFORM:
+            raise ManifestError(
+                f"model {label}: chain models take features.transform {CHAIN_MODEL_TRANSFORM!r}, "
+                f"the manifest says {manifest.features.transform!r}"
+            )
 
 
 def load_manifest(path: Path) -> Manifest:

@@ -65,10 +65,16 @@ def export_models(root: Path, window: int = 8) -> Path:
     from tests.scoring.modelgen import export_tiny_model
 
     export_tiny_model(root, name="market", version="v1", window=window, alert=20.0, created_ms=1)
-    names = list(chain_features.CHAIN_FEATURES)
-    spec = getattr(chain_features, "CHAIN_SPEC_HASH", None) or getattr(chain_features, "SPEC_HASH", "")
     out = export_tiny_model(
-        root, name="chain", version="c1", window=1, features=names, spec_hash=spec, alert=20.0, created_ms=1
+        root,
+        name="chain",
+        version="c1",
+        window=1,
+        features=list(chain_features.CHAIN_FEATURES),
+        spec_hash=chain_features.CHAIN_SPEC_HASH,
+        transform=chain_features.CHAIN_MODEL_TRANSFORM,
+        alert=20.0,
+        created_ms=1,
     )
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["kind"] = "chain"

@@ -37,6 +37,7 @@ def export_tiny_model(
     seed: int = 0,
     fused_offset: float = 0.0,
     kind: str = "market",
+    transform: str = "none",
 ) -> Path:
     """Write <root>/<name>/<version>/{model.onnx, manifest.json, centres.npy, ref_latents.npy}; return the dir."""
     import torch
@@ -94,7 +95,7 @@ def export_tiny_model(
         "kind": kind,
         "window": window,
         "bar_interval_s": bar_interval_s,
-        "features": {"names": list(features), "center": c, "scale": s, "normal": c},
+        "features": {"names": list(features), "center": c, "scale": s, "normal": c, "transform": transform},
         "spec_hash": spec_hash,
         "inputs": {"windows": [None, window, f], "centres": [n_centres, embed_dim], "ref_latents": [None, 4]},
         "outputs": outputs,

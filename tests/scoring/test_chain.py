@@ -9,7 +9,15 @@ import orjson
 
 from service.bus.factory import standard_topics
 from service.bus.memory import MemoryBus
-from service.features.chain import CHAIN_FEATURES, SPEC_HASH, address_features, apply_transaction, feature_vector
+from service.features.chain import (
+    CHAIN_FEATURES,
+    CHAIN_MODEL_TRANSFORM,
+    CHAIN_SPEC_HASH,
+    address_features,
+    apply_transaction,
+    feature_vector,
+    signed_log1p,
+)
 from service.features.scaling import RobustScaler
 from service.schemas.chain import Chain, ChainTx, involved_addresses
 from service.scoring.worker import ScoringWorker
@@ -48,11 +56,12 @@ async def test_chain_transactions_scored_and_a_whale_alerts(tiny_model_dir: Path
         for addr in (tx.from_address, tx.to_address):
             assert addr is not None
             rows.append(feature_vector(await address_features(fit_state, "ethereum", addr)))
-    sc = RobustScaler.fit(np.asarray(rows, dtype=np.float32))
+    sc = RobustScaler.fit(signed_log1p(np.asarray(rows, dtype=np.float32)))
     models = tmp_path / "models"
     export_tiny_model(models, version="v1", created_ms=1)  # the market model the worker always serves
     export_tiny_model(
-        models, name="chain", version="c1", kind="chain", window=1, features=CHAIN_FEATURES, spec_hash=SPEC_HASH,
+        models, name="chain", version="c1", kind="chain", window=1, features=CHAIN_FEATURES, spec_hash=CHAIN_SPEC_HASH,
+        transform=CHAIN_MODEL_TRANSFORM,
         alert=60.0, created_ms=1, center=sc.center.tolist(), scale=sc.scale.tolist(),
     )  # fmt: skip
     s = load_settings(model_dir=models, model_reload_interval_s=0, topic_partitions=2)
