@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -157,22 +156,9 @@ async def _quiet_close(client: Any) -> None:
 
 
 class KafkaProducer(Producer):
-    """Batches records per partition itself and hands aiokafka whole batches.
-
-    Why: aiokafka's per-record `send` (a future, a partition lookup and an accumulator append per record) was most
-    of the ingest publish cost. Records are appended to one BatchBuilder per partition and submitted when the batch
-    is full, after `linger_ms`, or on `flush`; one future per batch reports delivery. Submission is serialised so
-    batches of a partition reach the broker in the order their records were sent.
-    """
-
     def __init__(self, options: KafkaOptions) -> None:
         self._o = options
         self._p: AIOKafkaProducer | None = None
-        self._partitioner = CachedMurmur2Partitioner()
-        self._partitions: dict[str, tuple[float, list[int]]] = {}
-        self._batches: dict[tuple[str, int], Any] = {}
-        self._submit_lock = asyncio.Lock()
-        self._linger_task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Future[Any]] = set()
         self._error: BaseException | None = None
 
@@ -187,7 +173,7 @@ class KafkaProducer(Producer):
             max_batch_size=o.max_batch_bytes,
             compression_type=None if o.compression == "none" else o.compression,
             request_timeout_ms=o.request_timeout_ms,
-            partitioner=self._partitioner,
+            partitioner=CachedMurmur2Partitioner(),
         )
         try:
             await self._p.start()
@@ -201,9 +187,6 @@ class KafkaProducer(Producer):
             try:
                 await self.flush()
             finally:
-                if self._linger_task is not None:
-                    self._linger_task.cancel()
-                    self._linger_task = None
                 await self._p.stop()
                 self._p = None
 
@@ -217,19 +200,6 @@ class KafkaProducer(Producer):
         if not fut.cancelled() and fut.exception() is not None and self._error is None:
             self._error = fut.exception()
 
-    async def _partitions_of(self, topic: str) -> list[int]:
-        """Partition ids of a topic, from metadata cached for 30 s (so added partitions are picked up)."""
-        cached = self._partitions.get(topic)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < 30.0:
-            return cached[1]
-        try:
-            parts = sorted(await self._producer().partitions_for(topic))
-        except KafkaError as exc:
-            raise BusError(f"no metadata for topic {topic}: {exc!r}") from exc
-        self._partitions[topic] = (now, parts)
-        return parts
-
     async def send(
         self,
         topic: str,
@@ -239,52 +209,11 @@ class KafkaProducer(Producer):
         timestamp_ms: int | None = None,
     ) -> None:
         self._raise_pending_error()
-        producer = self._producer()
-        parts = await self._partitions_of(topic)
-        tp = (topic, self._partitioner(key, parts, parts))
-        hdrs = list(headers) if headers else []
-        batch = self._batches.get(tp)
-        if batch is None:
-            batch = self._batches[tp] = producer.create_batch()
-            self._arm_linger()
-        if batch.append(key=key, value=value, timestamp=timestamp_ms, headers=hdrs) is not None:
-            return
-        # full: submit it, then start the partition's next batch with this record
-        if self._batches.get(tp) is batch:
-            del self._batches[tp]
-        await self._submit(tp, batch)
-        batch = self._batches.get(tp)
-        if batch is None:
-            batch = self._batches[tp] = producer.create_batch()
-            self._arm_linger()
-        if batch.append(key=key, value=value, timestamp=timestamp_ms, headers=hdrs) is None:
-            raise BusError(f"record of {len(value)} bytes exceeds RMAD_KAFKA_MAX_BATCH_BYTES")
-
-    def _arm_linger(self) -> None:
-        if self._linger_task is None or self._linger_task.done():
-            self._linger_task = asyncio.get_running_loop().create_task(self._linger())
-
-    async def _linger(self) -> None:
-        await asyncio.sleep(max(self._o.linger_ms, 1) / 1000)
-        try:
-            await self._submit_all()
-        except Exception as exc:  # surfaced to the next send/flush
-            if self._error is None:
-                self._error = exc
-
-    async def _submit(self, tp: tuple[str, int], batch: Any) -> None:
-        async with self._submit_lock:
-            try:
-                fut = await self._producer().send_batch(batch, tp[0], partition=tp[1])
-            except KafkaError as exc:
-                raise BusError(f"publish to {tp[0]}[{tp[1]}] failed: {exc!r}") from exc
+        fut = await self._producer().send(
+            topic, value=value, key=key, headers=list(headers) if headers else None, timestamp_ms=timestamp_ms
+        )
         self._pending.add(fut)
         fut.add_done_callback(self._done)
-
-    async def _submit_all(self) -> None:
-        batches, self._batches = self._batches, {}
-        for tp, batch in batches.items():
-            await self._submit(tp, batch)
 
     async def send_and_wait(
         self,
@@ -294,20 +223,16 @@ class KafkaProducer(Producer):
         headers: Sequence[tuple[str, bytes]] | None = None,
         timestamp_ms: int | None = None,
     ) -> tuple[int, int]:
-        await self._submit_all()  # keep order with records sent before
         try:
-            async with self._submit_lock:
-                fut = await self._producer().send(
-                    topic, value=value, key=key, headers=list(headers) if headers else None, timestamp_ms=timestamp_ms
-                )
-            md = await fut
+            md = await self._producer().send_and_wait(
+                topic, value=value, key=key, headers=list(headers) if headers else None, timestamp_ms=timestamp_ms
+            )
         except KafkaError as exc:
             raise BusError(f"publish to {topic} failed: {exc!r}") from exc
         return int(md.partition), int(md.offset)
 
     async def flush(self) -> None:
         if self._p is not None:
-            await self._submit_all()
             await self._p.flush()
             if self._pending:
                 await asyncio.gather(*list(self._pending), return_exceptions=True)

@@ -24,6 +24,7 @@ async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
                 session_timeout_ms=6_000,
                 heartbeat_interval_ms=500,
                 linger_ms=2,
+                max_batch_bytes=16_384,  # small batches: the ordering tests then cross many full-batch submits
                 request_timeout_ms=10_000,
             )
         )
