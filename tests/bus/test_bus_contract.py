@@ -246,6 +246,9 @@ async def test_per_key_order_holds_under_concurrent_producers_and_full_batches(b
         k, n, _ = rec.value.split(b"|", 2)
         seqs[int(k)].append(int(n))
     assert len(got) == n_keys * per_key
-    bad = {k: [i for i, (a, b) in enumerate(zip(seqs[k], seqs[k][1:])) if b != a + 1][:3] for k in range(n_keys)}
+    bad = {
+        k: [i for i, (a, b) in enumerate(zip(seqs[k], seqs[k][1:], strict=False)) if b != a + 1][:3]
+        for k in range(n_keys)
+    }
     bad = {k: [(i, seqs[k][i : i + 3]) for i in v] for k, v in bad.items() if v}
     assert not bad, f"records of a key arrived out of order: {bad}"
