@@ -35,6 +35,10 @@ class RMADConfig:
     gan_epochs: int = 30  # passes over the anomalous windows (few hundred windows: cheap)
     synth_multiplier: float = 4.0  # synthetic anomalies generated = multiplier * real anomalies
     synth_max: int = 4096
+    # Train G and D in a per-feature standardised space (G de-standardises its output). Off by default so that
+    # `rmad train` reproduces the committed artifacts; on, the synthetic pumps reach the real feature scales
+    # (see README, "The RMAD model").
+    gan_standardise: bool = False
 
     # --- multi-domain VAE ---
     latent_dim: int = 32  # Z

@@ -36,9 +36,10 @@ class NoisyBlock(nn.Module):
 
 
 class Generator(nn.Module):
-    """Works in a per-feature standardised space (`mean`, `std` buffers, set from the GAN's training data) and returns
-    windows in data space: anomalous market windows have feature scales ~10x the normal ones, far from what a
-    LayerNorm'd generator's output layer reaches in a few hundred steps from its initialisation."""
+    """With cfg.gan_standardise, works in a per-feature standardised space (`mean`, `std` buffers set from the GAN's
+    training data) and returns windows in data space: anomalous market windows have feature scales ~10x the normal
+    ones, far from what a LayerNorm'd generator's output layer reaches in a few hundred steps from its initialisation.
+    Without it the buffers stay (0, 1), the identity."""
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -126,13 +127,15 @@ def train_gan(
     windows of class y, so F(G(z, 1)) is pulled toward F(x_fraud). One epoch = one pass over the anomalies.
     """
     gen, disc = Generator(cfg), Discriminator(cfg)
-    # per-feature statistics of the balanced training mix (all anomalies + as many normal windows), tiled over T
-    mix = np.concatenate([x_anom, x_normal[rng.choice(len(x_normal), size=min(len(x_normal), max(len(x_anom), 1)))]])
-    mix = mix.reshape(-1, cfg.n_features).astype(np.float64)
-    mu, sd = mix.mean(0), np.maximum(mix.std(0), 1e-3)
-    for m in (gen, disc):
-        m.mean.copy_(torch.from_numpy(np.tile(mu, cfg.window).astype(np.float32)))
-        m.std.copy_(torch.from_numpy(np.tile(sd, cfg.window).astype(np.float32)))
+    if cfg.gan_standardise:
+        # per-feature statistics of the balanced training mix (all anomalies + as many normal windows), tiled over T
+        n_mix = min(len(x_normal), max(len(x_anom), 1))
+        mix = np.concatenate([x_anom, x_normal[rng.choice(len(x_normal), size=n_mix, replace=False)]])
+        mix = mix.reshape(-1, cfg.n_features).astype(np.float64)
+        mu, sd = mix.mean(0), np.maximum(mix.std(0), 1e-3)
+        for m in (gen, disc):
+            m.mean.copy_(torch.from_numpy(np.tile(mu, cfg.window).astype(np.float32)))
+            m.std.copy_(torch.from_numpy(np.tile(sd, cfg.window).astype(np.float32)))
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr_g, betas=cfg.gan_betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=cfg.gan_betas)
     xa = torch.from_numpy(np.ascontiguousarray(x_anom.reshape(len(x_anom), -1), dtype=np.float32))

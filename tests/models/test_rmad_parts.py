@@ -264,3 +264,17 @@ def test_recency_weighting_of_reconstruction_scores() -> None:
             assert float(s_trans[1]) > 5 * float(s_trans[0])
         else:
             assert float(s_trans[1]) == pytest.approx(float(s_trans[0]))
+
+
+def test_gan_standardise_reaches_the_scale_of_large_anomalies() -> None:
+    """Anomalies 10x the normal scale: a standardised GAN samples near that scale, the plain one stays near unit."""
+    xn = normal_windows(256)
+    xa = anomalous_windows(64) * 10.0
+    stds = {}
+    for flag in (False, True):
+        torch.manual_seed(0)
+        gen, _, _ = train_gan(small_cfg(gan_epochs=20, gan_standardise=flag), xn, xa, np.random.default_rng(0))
+        stds[flag] = float(gen.sample(512).numpy().std())
+    real = float(xa.std())
+    assert abs(np.log(stds[True] / real)) < abs(np.log(stds[False] / real))
+    assert stds[True] > 3.0 * stds[False]
