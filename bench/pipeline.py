@@ -45,7 +45,6 @@ from service.bus.kafka import KafkaBus, KafkaOptions
 from service.ingest.publisher import MarketPublisher
 from service.ingest.simulator import InstrumentSpec, MarketSimulator, SimConfig, to_market
 from service.schemas.market import Trade
-from service.scoring import lowlatency
 from service.settings import load_settings
 from tests.scoring.scenario import WorkerProcess, worker_env
 from tests.servers import test_servers
@@ -180,9 +179,7 @@ async def run_rate(
     stop = asyncio.Event()
 
     async def reader() -> None:
-        c = lowlatency.consumer(
-            bus, [s.topic_scores], f"bench-{unique}", auto_offset_reset="earliest", fetch_max_wait_ms=5
-        )
+        c = bus.consumer([s.topic_scores], f"bench-{unique}", auto_offset_reset="earliest", fetch_max_wait_ms=5)
         await c.start()
         try:
             while not stop.is_set():

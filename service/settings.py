@@ -91,6 +91,9 @@ class Settings(
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     kafka_max_poll_records: int = Field(default=2_000, ge=1)
+    kafka_fetch_max_wait_ms: int = Field(
+        default=500, ge=0, le=60_000, description="How long the broker may park an empty fetch (default consumers)."
+    )
     kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     kafka_commit_interval_ms: int = Field(default=1_000, ge=0, description="Max time between offset commits.")
 

@@ -24,7 +24,6 @@ from service.api.metrics import FOLLOWER_LAG, FOLLOWER_RECORDS
 from service.bus import Bus
 from service.bus.base import Consumer, Record
 from service.runtime import Health, cancel_and_wait
-from service.scoring import lowlatency
 from service.settings import Settings
 from service.state import StateStore
 
@@ -88,13 +87,7 @@ class TopicFollower:
         while True:
             try:
                 if self._consumer is None:
-                    consumer = (
-                        self.bus.consumer(self.topics, self.group)
-                        if self.fetch_max_wait_ms is None
-                        else lowlatency.consumer(
-                            self.bus, self.topics, self.group, fetch_max_wait_ms=self.fetch_max_wait_ms
-                        )
-                    )
+                    consumer = self.bus.consumer(self.topics, self.group, fetch_max_wait_ms=self.fetch_max_wait_ms)
                     await consumer.start()
                     self._consumer = consumer
                 records = await self._consumer.getmany(timeout_ms=200)

@@ -137,7 +137,10 @@ class Bus(abc.ABC):
         *,
         auto_offset_reset: str | None = None,
         client_id: str | None = None,
-    ) -> Consumer: ...
+        fetch_max_wait_ms: int | None = None,
+    ) -> Consumer:
+        """A group member; `fetch_max_wait_ms` (Kafka) bounds how long the broker may park an empty fetch, which
+        latency-critical consumers (the scoring worker, the alert-log follower) set short."""
 
     @abc.abstractmethod
     async def create_topics(self, specs: Sequence[TopicSpec]) -> None:

@@ -26,6 +26,7 @@ def kafka_options(settings: Settings) -> KafkaOptions:
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         max_poll_records=settings.kafka_max_poll_records,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         auto_offset_reset=settings.kafka_auto_offset_reset,
         default_partitions=settings.topic_partitions,
         replication_factor=settings.topic_replication_factor,

@@ -53,6 +53,7 @@ class KafkaOptions:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     max_poll_records: int = 2_000
+    fetch_max_wait_ms: int = 500
     auto_offset_reset: str = "earliest"
     default_partitions: int = 6
     replication_factor: int = 1
@@ -144,8 +145,9 @@ class KafkaBus(Bus):
         *,
         auto_offset_reset: str | None = None,
         client_id: str | None = None,
+        fetch_max_wait_ms: int | None = None,
     ) -> Consumer:
-        return KafkaConsumer(self.options, list(topics), group_id, auto_offset_reset, client_id)
+        return KafkaConsumer(self.options, list(topics), group_id, auto_offset_reset, client_id, fetch_max_wait_ms)
 
 
 async def _quiet_close(client: Any) -> None:
@@ -252,8 +254,10 @@ class KafkaConsumer(Consumer):
         group_id: str,
         auto_offset_reset: str | None,
         client_id: str | None,
+        fetch_max_wait_ms: int | None = None,
     ) -> None:
         self._o = options
+        self._fetch_wait = options.fetch_max_wait_ms if fetch_max_wait_ms is None else fetch_max_wait_ms
         self._topics = topics
         self._group = group_id
         self._reset = auto_offset_reset or options.auto_offset_reset
@@ -273,6 +277,7 @@ class KafkaConsumer(Consumer):
             heartbeat_interval_ms=o.heartbeat_interval_ms,
             max_poll_records=o.max_poll_records,
             request_timeout_ms=o.request_timeout_ms,
+            fetch_max_wait_ms=self._fetch_wait,
         )
         try:
             await self._c.start()

@@ -180,6 +180,7 @@ class MemoryBus(Bus):
         *,
         auto_offset_reset: str | None = None,
         client_id: str | None = None,
+        fetch_max_wait_ms: int | None = None,  # nothing parks a fetch in-process: data wakes waiters at once
     ) -> Consumer:
         return MemoryConsumer(self, list(topics), group_id, auto_offset_reset or "earliest")
 

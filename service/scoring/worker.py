@@ -30,7 +30,7 @@ from service.bus.base import Bus, CommitFailedError, Consumer, Producer, Record,
 from service.runtime import Health, cancel_and_wait
 from service.schemas.market import BookTop, Trade, decode_market
 from service.schemas.scoring import Alert, AnomalyType, BranchScores, FeatureContribution, alert_id
-from service.scoring import lowlatency, metrics
+from service.scoring import metrics
 from service.scoring.alerts import AlertPolicy, KeyAlertState, build_alert, classify, tiers
 from service.scoring.batcher import MicroBatcher
 from service.scoring.centres import CentreStore
@@ -237,8 +237,7 @@ class ScoringWorker:
             self.chain_model = None
             log.info("no chain model %r: %s is not consumed", self.s.model_chain, self.s.topic_chain)
         self.registry.start()
-        self._consumer = lowlatency.consumer(
-            self.bus,
+        self._consumer = self.bus.consumer(
             self.topics,
             self.s.scoring_group_id,
             client_id=self.client_id,

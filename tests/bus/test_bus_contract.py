@@ -252,3 +252,16 @@ async def test_per_key_order_holds_under_concurrent_producers_and_full_batches(b
     }
     bad = {k: [(i, seqs[k][i : i + 3]) for i in v] for k, v in bad.items() if v}
     assert not bad, f"records of a key arrived out of order: {bad}"
+
+
+async def test_short_fetch_wait_consumer_delivers(bus: Bus, unique: str) -> None:
+    topic = await _topic(bus, f"fetchwait-{unique}")
+    consumer = bus.consumer([topic], f"g-{unique}", fetch_max_wait_ms=5)
+    await consumer.start()
+    try:
+        await _wait_for(lambda: len(consumer.assignment()) == PARTITIONS, [consumer])
+        await _produce(bus, topic, [(b"k", str(i).encode()) for i in range(20)])
+        got = await _drain(consumer, 20)
+    finally:
+        await consumer.stop()
+    assert [r.value for r in got] == [str(i).encode() for i in range(20)]
