@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,31 +44,6 @@ def kafka_bus(bootstrap: str) -> KafkaBus:
 
 async def create_topics(bus: Bus, s: Settings) -> None:
     await bus.create_topics(standard_topics(s))
-
-
-async def read_all(
-    bus: Bus, topics: Sequence[str], *, at_least: int = 0, idle_s: float = 1.5, timeout_s: float = 60.0
-) -> dict[str, list[Record]]:
-    """Every record of `topics` from the start (a fresh consumer group), once nothing new came for `idle_s`."""
-    c = bus.consumer(list(topics), f"readback-{time.monotonic_ns()}", auto_offset_reset="earliest")
-    await c.start()
-    out: list[Record] = []
-    deadline = time.monotonic() + timeout_s
-    last_new = time.monotonic()
-    try:
-        while time.monotonic() < deadline:
-            batch = await c.getmany(timeout_ms=200)
-            if batch:
-                out.extend(batch)
-                last_new = time.monotonic()
-            elif len(out) >= at_least and time.monotonic() - last_new > idle_s:
-                break
-    finally:
-        await c.stop()
-    by_topic: dict[str, list[Record]] = {t: [] for t in topics}
-    for r in sorted(out, key=lambda r: (r.topic, r.partition, r.offset)):
-        by_topic[r.topic].append(r)
-    return by_topic
 
 
 async def publish_events(

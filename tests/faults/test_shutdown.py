@@ -38,9 +38,9 @@ from tests.faults.harness import (
     duplicate_windows,
     kafka_bus,
     publish_events,
-    read_all,
     settings_of,
 )
+from tests.readback import read_all
 from tests.scoring.scenario import Collected, Scenario, collect, wait_for, worker_env
 
 pytestmark = [pytest.mark.slow]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ from service.bus.kafka import KafkaBus, KafkaOptions
 from service.ingest.publisher import MarketPublisher
 from service.schemas.market import AnyMarketEvent, DeadLetter, decode_dead_letter, decode_market
 from service.settings import Settings, load_settings
+from tests.readback import read_all
 
 
 @dataclass
@@ -33,25 +33,7 @@ class Ingest:
     ) -> dict[str, list[Record]]:
         """Everything in several topics through one consumer (one group join: Tansu joins take seconds)."""
         await self.publisher.flush()
-        consumer = self.bus.consumer(topics, group_id=f"readback-{time.monotonic_ns()}")
-        await consumer.start()
-        out: list[Record] = []
-        deadline = time.monotonic() + timeout_s
-        last_new = time.monotonic()
-        try:
-            while time.monotonic() < deadline:
-                batch = await consumer.getmany(timeout_ms=200)
-                if batch:
-                    out.extend(batch)
-                    last_new = time.monotonic()
-                elif len(out) >= at_least and time.monotonic() - last_new > idle_s:
-                    break
-        finally:
-            await consumer.stop()
-        by_topic: dict[str, list[Record]] = {t: [] for t in topics}
-        for rec in sorted(out, key=lambda r: (r.topic, r.partition, r.offset)):
-            by_topic[rec.topic].append(rec)
-        return by_topic
+        return await read_all(self.bus, topics, at_least=at_least, idle_s=idle_s, timeout_s=timeout_s)
 
     async def everything(self, at_least: int = 0) -> dict[str, list[AnyMarketEvent | DeadLetter]]:
         """trades / books / bars / deadletters decoded, read in one pass; keys are the short names."""

@@ -18,6 +18,7 @@ from service.ingest.chain.node import NodeClient
 from service.ingest.chain.publisher import ChainPublisher
 from service.schemas.chain import Chain
 from service.state.redis import RedisState
+from tests.readback import read_all
 
 
 @dataclass
@@ -44,22 +45,7 @@ class ChainEnv:
 
     async def read(self, topic: str, *, idle_s: float = 1.5, timeout_s: float = 30.0) -> list[Record]:
         """Everything in `topic` from the start, through a fresh consumer group."""
-        consumer = self.bus.consumer([topic], group_id=f"readback-{topic}-{time.monotonic_ns()}")
-        await consumer.start()
-        out: list[Record] = []
-        deadline = time.monotonic() + timeout_s
-        last_new = time.monotonic()
-        try:
-            while time.monotonic() < deadline:
-                batch = await consumer.getmany(timeout_ms=300)
-                if batch:
-                    out.extend(batch)
-                    last_new = time.monotonic()
-                elif time.monotonic() - last_new > idle_s:
-                    break
-        finally:
-            await consumer.stop()
-        return out
+        return (await read_all(self.bus, [topic], idle_s=idle_s, timeout_s=timeout_s))[topic]
 
 
 @pytest.fixture
