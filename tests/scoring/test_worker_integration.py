@@ -105,7 +105,7 @@ async def test_alerts_exactly_once_across_sigkill_and_no_lost_window(
     w = WorkerProcess(env, log)
     try:
         expected = scenario.expected_windows()
-        publisher = asyncio.create_task(_publish(kbus, s, scenario.events, pace_every=500))
+        publisher = asyncio.create_task(_publish(kbus, s, scenario.events, pace_every=2000))
         # kill it mid-stream, once a good part (and at least one alert) is out
         await wait_for(lambda: len(out.windows() & expected) > 0.4 * len(expected) and out.alerts, 180, "progress")
         w.kill()
