@@ -1,4 +1,7 @@
-"""Typed FastAPI dependencies: routes ask for the runtime or the settings, never reach for globals."""
+"""Typed FastAPI dependencies: routes ask for the runtime or the settings, never reach for globals.
+
+Async on purpose: FastAPI runs a plain `def` dependency in a worker thread, a thread hop on every request.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +13,12 @@ from service.runtime import Runtime
 from service.settings import Settings
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.runtime.settings
     return settings
 

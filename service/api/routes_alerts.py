@@ -42,7 +42,8 @@ AUTH_RESPONSES: dict[int | str, dict[str, object]] = {
 AlertId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
 
 
-def ctx_dep(request: Request) -> ApiContext:
+async def ctx_dep(request: Request) -> ApiContext:
+    # async on purpose: FastAPI runs a plain `def` dependency in a worker thread (a thread hop on every request)
     return api_context(request.app)
 
 
