@@ -1,5 +1,6 @@
-"""API keys (hashed in Redis, scopes, revocation, the development key), 401/403, token-bucket 429 + Retry-After,
-the Lua bucket against its Python twin, and `rmad keys`."""
+"""API keys (hashed in Redis, scopes, revocation, the development key, the verified-key cache), 401/403, token-bucket
+429 + Retry-After (also with concurrent requests, whose takes are coalesced into shared script calls), the Lua buckets
+against their Python twins, and `rmad keys`."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import sys
 
 import pytest
 
-from service.api.auth import TOKEN_BUCKET, KeyStore, Scope
+from service.api.auth import TOKEN_BUCKET, TOKEN_BUCKETS, KeyStore, Principal, RateLimiter, Scope
 from service.config.api import DEV_API_KEY
+from service.state.base import StateError
 from service.state.memory import MemoryState
 from service.state.redis import RedisState
 from tests.api.conftest import Harness, api_settings, harness
@@ -34,6 +36,24 @@ async def test_keys_are_stored_hashed_and_revocable(api: Harness) -> None:
     assert await store.revoke(info.key_id) is False
     # a fresh store (another API process) refuses it at once; this one within the cache time
     assert await KeyStore(api.runtime.state, api.settings).verify(key) is None
+
+
+async def test_key_cache_drops_a_revoked_key(api: Harness) -> None:
+    here, other = api.ctx.keys, KeyStore(api.runtime.state, api.settings)
+    clock = [1000.0]
+    other._clock = lambda: clock[0]
+    key, info = await here.create("cached", [Scope.SCORE])
+    assert (await here.verify(key)) is not None and (await other.verify(key)) is not None  # both cache it now
+    assert await here.revoke(info.key_id) is True
+    # the process that revoked drops it from its cache at once
+    assert await here.verify(key) is None
+    # another process answers from its cache for at most RMAD_API_KEY_CACHE_S, then asks Redis again
+    clock[0] += api.settings.api_key_cache_s * 0.5
+    assert (await other.verify(key)) is not None
+    clock[0] += api.settings.api_key_cache_s * 0.6
+    assert await other.verify(key) is None
+    # a cached key never admits a different secret with the same id
+    assert await other.verify(key[:-1] + ("x" if key[-1] != "x" else "y")) is None
 
 
 async def test_missing_wrong_and_unscoped_keys(api: Harness) -> None:
@@ -93,6 +113,85 @@ async def test_token_bucket_lua_matches_python_twin_under_concurrency(redis_url:
             assert all(int(r[1]) == 500 for r in denied)  # 1 token at 2/s -> 500 ms
             later = await store.run_script(TOKEN_BUCKET, ["b"], [now + 1500, 2.0, 10, 1])
             assert [int(x) for x in later] == [1, 0, 2]  # 3 tokens refilled, one taken
+    finally:
+        await redis.close()
+
+
+async def test_concurrent_requests_get_429_at_the_limit(redis_url: str, unique: str) -> None:
+    async with harness(api_settings(redis_url, unique, api_rate_burst=8, api_rate_per_s=0.01), components=False) as h:
+        rs = await asyncio.gather(*(h.client.get("/v1/alerts", headers=h.h("subscribe")) for _ in range(30)))
+        codes = sorted(r.status_code for r in rs)
+        assert codes == [200] * 8 + [429] * 22
+        assert all(int(r.headers["retry-after"]) >= 1 for r in rs if r.status_code == 429)
+        assert h.ctx.limiter.calls < 30, "concurrent takes should share script calls"
+
+
+@pytest.mark.parametrize("kind", ["redis", "memory"])
+async def test_coalesced_takes_match_one_by_one(redis_url: str, unique: str, kind: str) -> None:
+    store = RedisState(redis_url, f"t{unique}:") if kind == "redis" else MemoryState()
+    settings = api_settings(redis_url, unique, api_rate_burst=10, api_rate_per_s=2.0)
+    limiter = RateLimiter(store, settings)
+    try:
+        a = Principal("a", "a", frozenset({Scope.SCORE}))
+        b = Principal("b", "b", frozenset({Scope.SCORE}), rate_per_s=1.0, burst=3)
+        res = await asyncio.gather(*(limiter.take(a if i % 3 else b) for i in range(45)))
+        got_a = [d for i, d in enumerate(res) if i % 3]
+        got_b = [d for i, d in enumerate(res) if not i % 3]
+        assert [d.allowed for d in got_a] == [True] * 10 + [False] * 20  # in arrival order
+        assert [d.allowed for d in got_b] == [True] * 3 + [False] * 12
+        assert [d.remaining for d in got_a[:10]] == list(range(9, -1, -1))
+        assert all(d.retry_after_s == 1 for d in got_a[10:] + got_b[3:])
+        assert limiter.calls < 45
+        # a lone take right after is answered by its own call
+        calls = limiter.calls
+        assert (await limiter.take(a)).allowed is False and limiter.calls == calls + 1
+    finally:
+        await store.close()
+
+
+async def test_coalesced_take_errors_reach_every_caller() -> None:
+    store = MemoryState()
+    limiter = RateLimiter(store, api_settings("redis://unused", "x"))
+    p = Principal("k", "k", frozenset({Scope.SCORE}))
+    assert (await limiter.take(p)).allowed
+    await store.close()
+    res = await asyncio.gather(*(limiter.take(p) for _ in range(5)), return_exceptions=True)
+    assert all(isinstance(r, StateError) for r in res)
+
+
+async def test_token_buckets_lua_matches_python_twin_and_single_takes(redis_url: str, unique: str) -> None:
+    redis = RedisState(redis_url, f"t{unique}:")
+    mem = MemoryState()
+    try:
+        # (now, [(bucket, rate, burst, cost), ...]) batches over two buckets, with refills in between
+        batches = [
+            (1_000_000, [("x", 2.0, 5, 1)] * 4 + [("y", 1.0, 2, 1)] * 3 + [("x", 2.0, 5, 1)] * 3),
+            (1_000_400, [("x", 2.0, 5, 1), ("y", 1.0, 2, 2), ("x", 2.0, 5, 1)]),
+            (1_003_000, [("y", 1.0, 2, 1)] * 3 + [("x", 2.0, 5, 3)]),
+        ]
+        outs = []
+        for store in (redis, mem):
+            out = []
+            for now, takes in batches:
+                keys = sorted({t[0] for t in takes})
+                args: list[float | int] = [now]
+                for bucket, rate, burst, cost in takes:
+                    args += [keys.index(bucket) + 1, rate, burst, cost]
+                res = [int(v) for v in await store.run_script(TOKEN_BUCKETS, [f"m{k}" for k in keys], args)]
+                out.append([res[i : i + 3] for i in range(0, len(res), 3)])
+            outs.append(out)
+            # the same takes one by one through the single-take script give the same answers
+            single = []
+            for now, takes in batches:
+                single.append(
+                    [
+                        [int(v) for v in await store.run_script(TOKEN_BUCKET, [f"s{b}"], [now, rate, burst, cost])]
+                        for b, rate, burst, cost in takes
+                    ]
+                )
+            assert single == out
+        assert outs[0] == outs[1]
+        assert [x[0] for x in outs[0][0]] == [1, 1, 1, 1, 1, 1, 0, 1, 0, 0]
     finally:
         await redis.close()
 
