@@ -51,8 +51,48 @@ def serve(port: int) -> None:
     runtime = Runtime.from_settings(settings)
     for c in build({"api"}, runtime, ap.Namespace()):
         runtime.add(c)
+    stats_file = os.environ.get("RMAD_BENCH_STATS")
+    if stats_file:
+        runtime.add(_Stats(runtime, Path(stats_file)))  # added last, so stopped first
     app = create_app(runtime)
     uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False, lifespan="on")
+
+
+class _Stats:
+    """Writes how well the server coalesced (rate-limit script calls, inference calls) when the runtime stops.
+
+    Why a component: uvicorn re-raises the SIGTERM it caught once it has shut down, so nothing after `uvicorn.run`
+    runs; the lifespan's runtime stop does.
+    """
+
+    name = "bench-stats"
+
+    def __init__(self, runtime: Any, path: Path) -> None:
+        self.runtime = runtime
+        self.path = path
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        from service.api.context import context_for
+
+        ctx = context_for(self.runtime)
+        batchers = list(ctx.scoring._batchers.values())
+        self.path.write_text(
+            json.dumps(
+                {
+                    "rate_limit_calls": ctx.limiter.calls,
+                    "inference_calls": sum(b.batches for b in batchers),
+                    "windows": sum(b.windows for b in batchers),
+                }
+            )
+        )
+
+    def health(self) -> Any:
+        from service.runtime import Health
+
+        return Health(True, "bench")
 
 
 # --------------------------------------------------------------------------------------------------- the load
@@ -247,6 +287,7 @@ def main() -> None:
         RMAD_ENV="test",
         RMAD_MODEL_DIR=str(models),
         RMAD_LOG_LEVEL="WARNING",
+        RMAD_BENCH_STATS=str(Path(tempfile.mkdtemp(prefix="bench-api-stats-")) / "stats.json"),
     )
     env.pop("RMAD_KAFKA_BOOTSTRAP_SERVERS", None)
     argv = os.environ.get("RMAD_BENCH_SERVER_ARGV", "").split() or [sys.executable, "-m", "bench.api", "--serve"]
@@ -288,6 +329,7 @@ def main() -> None:
             f"target >= 2,000 scored req/s at p99 <= 20 ms: {'met' if ok else 'NOT met'} "
             f"({score['rps']:.0f} req/s, p99 {score['p99_ms']:.1f} ms; floor {health['rps']:.0f} req/s)"
         )
+        print(f"load average (1 min) after the runs: {os.getloadavg()[0]:.1f}")
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -296,6 +338,15 @@ def main() -> None:
             server.kill()
         if owned is not None:
             owned.stop()
+    stats_file = Path(env["RMAD_BENCH_STATS"])
+    if stats_file.is_file():
+        st = json.loads(stats_file.read_text())
+        n = max(1, st["windows"])
+        print(
+            f"server, whole run: {st['windows']} windows scored in {st['inference_calls']} inference calls "
+            f"({st['windows'] / max(1, st['inference_calls']):.1f} per call); {st['rate_limit_calls']} rate-limit "
+            f"script calls ({st['rate_limit_calls'] / n:.3f} per scored request)"
+        )
 
 
 if __name__ == "__main__":

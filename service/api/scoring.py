@@ -60,6 +60,8 @@ class _Batcher:
     max_wait_s: float
     queue: list[_Pending] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    batches: int = 0  # inference calls made (bench.api reports windows per call)
+    windows: int = 0
 
     async def submit(self, window: np.ndarray) -> WindowResult:
         fut: asyncio.Future[WindowResult] = asyncio.get_running_loop().create_future()
@@ -73,6 +75,8 @@ class _Batcher:
             if len(self.queue) < self.max_batch and self.max_wait_s > 0:
                 await asyncio.sleep(self.max_wait_s)
             batch, self.queue = self.queue[: self.max_batch], self.queue[self.max_batch :]
+            self.batches += 1
+            self.windows += len(batch)
             try:
                 model = self.scorer.model(self.model_name)
                 windows = np.stack([p.window for p in batch])
