@@ -39,6 +39,7 @@ class ApiContext:
     webhooks: WebhookStore
     dispatcher: WebhookDispatcher
     extras: dict[str, Any] = field(default_factory=dict)
+    fast_path_served: int = 0  # POST /v1/score/transaction requests answered by service.api.fastpath
     _scoring: ScoringService | None = None
 
     @property

@@ -4,6 +4,7 @@ exported by tests/scoring/modelgen), live market context from followed trades, c
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -157,3 +158,62 @@ async def test_models_list_and_reload(scored: Harness) -> None:
     r = await c.post("/v1/models/ghost/reload", headers=scored.h("admin"))
     assert r.status_code == 404 and "no model named 'ghost'" in r.json()["detail"]
     assert (await c.post("/v1/models/bad%20name/reload", headers=scored.h("admin"))).status_code == 422
+
+
+async def _both_ways(h: Harness, body: Any, headers: dict[str, str]) -> tuple[Any, Any]:
+    """The same request through the fast path (exact `application/json`) and through the FastAPI route (a content
+    type the fast path leaves to the route): (status, Retry-After, WWW-Authenticate, JSON body) of each."""
+    raw = orjson.dumps(body) if not isinstance(body, bytes) else body
+    out = []
+    for ctype in ("application/json", "application/json; charset=utf-8"):
+        r = await h.client.post("/v1/score/transaction", content=raw, headers={**headers, "content-type": ctype})
+        out.append((r.status_code, r.headers.get("retry-after"), r.headers.get("www-authenticate"), r.json()))
+    return out[0], out[1]
+
+
+async def test_fast_path_answers_exactly_as_the_route(scored: Harness) -> None:
+    h, ctx = scored, scored.ctx
+    tx = {"kind": "chain", "chain": "ethereum", "hash": "0xabc", "from": "0x" + "3" * 40, "value": "5", "fee": "1",
+          "time_ms": 1_700_000_000_000}  # fmt: skip
+    key = h.keys["score"]
+    taken = [
+        (trade(symbol="FASTUSDT"), {"X-API-Key": key}),
+        (trade(symbol="FASTUSDT", side="sell", price=3.5), {"Authorization": f"Bearer {key}"}),
+        (tx, {"X-API-Key": h.keys["admin"]}),  # admin holds every scope
+    ]
+    left = [
+        ({k: v for k, v in trade().items() if k != "price"}, {"X-API-Key": key}),  # 422 naming the field
+        (trade(size=-1), {"X-API-Key": key}),
+        ({"kind": "bond"}, {"X-API-Key": key}),
+        (b"{not json", {"X-API-Key": key}),
+        (trade(), {}),  # 401 missing
+        (trade(), {"X-API-Key": "rmad_abc_def"}),  # 401 wrong
+        (trade(), {"X-API-Key": h.keys["subscribe"]}),  # 403 scope
+    ]
+    for body, headers in taken + left:
+        before = ctx.fast_path_served
+        fast, route = await _both_ways(h, body, headers)
+        assert fast == route, (body, headers)
+        assert ctx.fast_path_served == before + (1 if (body, headers) in taken else 0), (body, headers)
+    assert (await _both_ways(h, trade(symbol="FASTUSDT"), {"X-API-Key": key}))[0][0] == 200
+    # the fast path's requests are counted under the route's template like any other
+    metrics = (await h.client.get("/metrics")).text
+    assert 'rmad_http_requests_total{method="POST",route="/v1/score/transaction",status="2xx"}' in metrics
+    assert 'rmad_http_requests_total{method="POST",route="/v1/score/transaction",status="4xx"}' in metrics
+
+
+async def test_fast_path_503_and_429_as_the_route(redis_url: str, unique: str, model_dir: Path) -> None:
+    async with harness(api_settings(redis_url, unique), components=False) as h:  # no model
+        fast, route = await _both_ways(h, trade(), h.h("score"))
+        assert fast == route and fast[0] == 503 and fast[1] == "10"
+        assert h.ctx.fast_path_served == 1  # answered there: the model is missing, not the key or body
+    settings = api_settings(redis_url, unique + "r", model_dir=str(model_dir), api_rate_burst=6, api_rate_per_s=0.01)
+    async with harness(settings, components=False) as h:
+        rs = await asyncio.gather(
+            *(h.client.post("/v1/score/transaction", json=trade(time_ms=1_700_000_000_000 + i), headers=h.h("score"))
+              for i in range(20))
+        )  # fmt: skip
+        assert sorted(r.status_code for r in rs) == [200] * 6 + [429] * 14
+        assert all(int(r.headers["retry-after"]) >= 1 for r in rs if r.status_code == 429)
+        assert all("rate limit" in r.json()["detail"] for r in rs if r.status_code == 429)
+        assert h.ctx.fast_path_served == 6
