@@ -7,6 +7,7 @@ a window of the wrong shape is a 422 naming the field.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path as FsPath
 from typing import Annotated, Any
 
@@ -31,7 +32,7 @@ from service.api.models import (
 )
 from service.api.routes_alerts import AUTH_RESPONSES, Ctx
 from service.api.scoring import BadWindow, ModelUnavailable, ScoringService, UnknownModel
-from service.schemas.scoring import Severity
+from service.schemas.scoring import BranchScores, FeatureContribution, Severity
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
 Scorer_ = Annotated[Principal, Depends(require(Scope.SCORE))]
@@ -50,46 +51,71 @@ def _unavailable(exc: ModelUnavailable) -> HTTPException:
 def _result(
     svc: ScoringService, model: Any, r: Any, key: str, window: np.ndarray, context: int, warm: bool, kind: str
 ) -> ScoreResult:
-    from service.scoring.alerts import classify, explain, tiers, top_features
+    """The response for one scored window (the hot path: parts are built once, label children cached)."""
+    from service.scoring.alerts import classify, explain, tiers
 
     m = model.artifact.manifest
-    names = list(m.features.names)
+    names = m.features.names
     critical = m.thresholds.critical
     watch = m.thresholds.watch
-    anomaly = r.fused >= r.threshold
-    contribs = top_features(r, names, np.asarray(model.artifact.normal), 3)
+    fused, threshold = float(r.fused), float(r.threshold)
+    anomaly = fused >= threshold
+    contribs = top_features(r, names, model.artifact.normal, 3)
+    branches = BranchScores(md=float(r.s_md), trans=float(r.s_trans), clust=float(r.s_clust))
+    w = r.weights
+    weights = BranchScores(md=float(w[0]), trans=float(w[1]), clust=float(w[2]))
     sev: Severity | None = None
     if anomaly:
         kind_type = classify(key, names, window, kind)
-        sev, _ = tiers(r.fused, r.threshold, critical, False)
+        sev, _ = tiers(fused, threshold, critical, False)
         verdict = Verdict.CRITICAL if sev is Severity.CRITICAL else Verdict.ANOMALOUS
         end_ms = 0
-        text = explain(key, kind_type, end_ms, r.fused, r.threshold, r.branches, r.branch_weights, contribs)
+        text = explain(key, kind_type, end_ms, fused, threshold, branches, weights, contribs)
         text = text.replace(" in the window ending 1970-01-01 00:00:00 UTC", "")
     else:
         kind_type = None
-        verdict = Verdict.WATCH if watch is not None and r.fused >= watch else Verdict.NORMAL
+        verdict = Verdict.WATCH if watch is not None and fused >= watch else Verdict.NORMAL
         feats = ", ".join(f"{c.name} {c.value:.3g} (normal {c.normal:.3g})" for c in contribs)
-        text = f"{key}: score {r.fused:.3g} below the threshold {r.threshold:.3g}; furthest from normal: {feats}."
+        text = f"{key}: score {fused:.3g} below the threshold {threshold:.3g}; furthest from normal: {feats}."
     if not warm:
         text += f" Only {context} bars of live context were available; the rest of the window is typical values."
-    SCORE_REQUESTS.labels(kind=kind, verdict=verdict.value).inc()
+    counter = _SCORED.get((kind, verdict))
+    if counter is None:
+        counter = _SCORED[(kind, verdict)] = SCORE_REQUESTS.labels(kind=kind, verdict=verdict.value)
+    counter.inc()
     return ScoreResult(
         key=key,
-        fused=r.fused,
-        branches=r.branches,
-        weights=r.branch_weights,
-        threshold=r.threshold,
+        fused=fused,
+        branches=branches,
+        weights=weights,
+        threshold=threshold,
         verdict=verdict,
         anomaly_type=kind_type,
         severity=sev,
         explanation=text,
         top_features=contribs,
-        model_name=r.model_name,
-        model_version=r.model_version,
-        context_bars=context,
-        warm=warm,
+        model_name=str(r.model_name),
+        model_version=str(r.model_version),
+        context_bars=int(context),
+        warm=bool(warm),
     )
+
+
+_SCORED: dict[tuple[str, Verdict], Any] = {}  # label children of rmad_api_scored_total
+
+
+def top_features(r: Any, names: Sequence[str], normal: np.ndarray, n: int = 3) -> list[FeatureContribution]:
+    """`service.scoring.alerts.top_features` (same order, same values) without its `nan_to_num` when the errors are
+    all finite (the usual case; that call cost more than the rest of the function)."""
+    errs = np.asarray(r.feature_errors, dtype=np.float64)
+    if not np.isfinite(errs).all():
+        errs = np.nan_to_num(errs)
+    order = np.argsort(-errs)[:n]
+    last = r.last_values
+    return [
+        FeatureContribution(name=names[i], value=float(last[i]), normal=float(normal[i]), error=float(errs[i]))
+        for i in order.tolist()
+    ]
 
 
 async def _score_one(ctx: Any, item: TradeIn | ChainTxIn) -> ScoreResult:

@@ -17,6 +17,7 @@ import copy
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,6 +102,13 @@ class LiveMarket:
     state: Any
     rows: deque[np.ndarray]
     last_bar: Any = None
+    _stacked: np.ndarray | None = None  # `rows` as one [n, F] array, made on first use after they change
+
+    def stacked(self) -> np.ndarray | None:
+        """The live rows as one array (None when there are none); rows change once a bar, requests come often."""
+        if self._stacked is None and self.rows:
+            self._stacked = np.stack(self.rows)
+        return self._stacked
 
 
 class ScoringService:
@@ -250,24 +258,41 @@ class ScoringService:
         for bar in mk.builder.add_trade(ts_ms, price, size, taker_buy):
             mk.rows.append(np.asarray(mk.state.update(bar), dtype=np.float32))
             mk.last_bar = bar
+            mk._stacked = None
 
     def trade_window(
         self, model: LoadedModel, key: str, ts_ms: int, price: float, size: float, buy: bool
     ) -> tuple[np.ndarray, int, bool]:
         """The window the trade would make: live rows + the open bar with this trade (on copies)."""
-        mk = self.markets.get(key)
-        if mk is None:
+        live = self.markets.get(key)
+        if live is None:
             mk = self._new_market(model)
-            rows: list[np.ndarray] = []
+            rows = None
         else:
-            rows = list(mk.rows)
-            mk = LiveMarket(fast_clone(mk.builder), fast_clone(mk.state), deque(), mk.last_bar)
+            rows = live.stacked()
+            mk = LiveMarket(fast_clone(live.builder), fast_clone(live.state), deque(), live.last_bar)
         closed = mk.builder.add_trade(ts_ms, price, size, buy)
-        for bar in [*closed, *mk.builder.flush()]:
-            rows.append(np.asarray(mk.state.update(bar), dtype=np.float32))
-        context = len(rows)
-        window, warm = self.padded(model, rows)
+        new = [np.asarray(mk.state.update(bar), dtype=np.float32) for bar in [*closed, *mk.builder.flush()]]
+        context = (0 if rows is None else len(rows)) + len(new)
+        window, warm = self._window(model, rows, new)
         return window, context, warm
+
+    def _window(self, model: LoadedModel, rows: np.ndarray | None, new: list[np.ndarray]) -> tuple[np.ndarray, bool]:
+        """`padded(model, [*rows, *new])` without stacking the live rows again: the last `window` of them, padded in
+        front with the model's typical values when there are fewer."""
+        t, f = model.window, model.n_features
+        out = np.empty((t, f), dtype=np.float32)
+        k = min(len(new), t)
+        n = 0 if rows is None else min(len(rows), t - k)
+        pad = t - k - n
+        if pad:
+            out[:pad] = np.asarray(model.artifact.normal, dtype=np.float32)
+        if n:
+            assert rows is not None
+            out[pad : pad + n] = rows[len(rows) - n :]
+        for i, row in enumerate(new[len(new) - k :]):
+            out[t - k + i] = row
+        return out, pad == 0
 
 
 _ATOM_TYPES = frozenset({int, float, str, bytes, bool, type(None), tuple, frozenset, np.float32, np.float64, np.int64})
@@ -286,13 +311,14 @@ def _slot_names(cls: type) -> tuple[str, ...]:
 
 
 def fast_clone(obj: Any) -> Any:
-    """A deep copy of the feature and bar state, several times faster than `copy.deepcopy`.
+    """A deep copy of the feature and bar state, many times faster than `copy.deepcopy`.
 
     Why: scoring a trade adds it to copies of its key's bar builder and feature state (the live state must not
     change), once per request; deepcopy's memo bookkeeping made that the most expensive step of a request. The
     states are trees of small objects (slots or dict) holding numbers, lists of numbers, dicts and tuples of
-    numbers, with no shared or cyclic references; tuples and frozen dataclasses are immutable and shared. Anything
-    else falls back to deepcopy.
+    numbers, with no shared or cyclic references; tuples and frozen dataclasses are immutable and shared. Each
+    feature class gets a copier of its own, generated once from its slot names (straight-line attribute copies,
+    no per-attribute lookups by name). Anything else falls back to deepcopy.
     """
     t = type(obj)
     if t in _ATOM_TYPES:
@@ -307,23 +333,52 @@ def fast_clone(obj: Any) -> Any:
         return deque((fast_clone(x) for x in obj), maxlen=obj.maxlen)
     if t is np.ndarray:
         return obj.copy()
-    if t.__module__.startswith("service.features"):
-        params = getattr(t, "__dataclass_params__", None)
-        if params is not None and params.frozen:
-            return obj
-        new = object.__new__(t)
-        for name in _slot_names(t):
-            try:
-                v = getattr(obj, name)
-            except AttributeError:
-                continue
-            object.__setattr__(new, name, v if type(v) in _ATOM_TYPES else fast_clone(v))
-        d = getattr(obj, "__dict__", None)
-        if d:
-            for name, v in d.items():
-                object.__setattr__(new, name, v if type(v) in _ATOM_TYPES else fast_clone(v))
-        return new
-    return copy.deepcopy(obj)
+    copier = _COPIERS.get(t)
+    if copier is None:
+        copier = _COPIERS[t] = _make_copier(t)
+    return copier(obj)
+
+
+_COPIERS: dict[type, Callable[[Any], Any]] = {}
+
+
+def _make_copier(t: type) -> Callable[[Any], Any]:
+    """The copy function of one class: shared when immutable, generated for feature classes, else deepcopy."""
+    if not t.__module__.startswith("service.features"):
+        return copy.deepcopy
+    params = getattr(t, "__dataclass_params__", None)
+    if params is not None and params.frozen:
+        return lambda obj: obj
+    names = _slot_names(t)
+    if not all(n.isidentifier() and not n.startswith("__") for n in names):
+        return copy.deepcopy
+    lines = ["def copier(o):", "    n = new(T)"]
+    for name in names:  # a slot may be unset: copied only when set
+        lines += [
+            "    try:",
+            f"        v = o.{name}",
+            "    except AttributeError:",
+            "        pass",
+            "    else:",
+            f"        setattr_(n, {name!r}, v if type(v) in ATOMS else clone(v))",
+        ]
+    if "__dict__" in dir(t) or not names:
+        lines += [
+            "    d = getattr(o, '__dict__', None)",
+            "    if d:",
+            "        n.__dict__.update({k: v if type(v) in ATOMS else clone(v) for k, v in d.items()})",
+        ]
+    lines.append("    return n")
+    scope: dict[str, Any] = {
+        "new": object.__new__,
+        "T": t,
+        "ATOMS": _ATOM_TYPES,
+        "clone": fast_clone,
+        "setattr_": object.__setattr__,
+    }
+    exec("\n".join(lines), scope)  # source built here from the class's own slot names
+    copier: Callable[[Any], Any] = scope["copier"]
+    return copier
 
 
 def now_ms() -> int:
