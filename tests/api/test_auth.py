@@ -12,7 +12,16 @@ import sys
 
 import pytest
 
-from service.api.auth import TOKEN_BUCKET, TOKEN_BUCKETS, KeyStore, Principal, RateLimiter, Scope
+from service.api.auth import (
+    TOKEN_BUCKET,
+    TOKEN_BUCKETS,
+    KeyStore,
+    Principal,
+    RateLimiter,
+    Scope,
+    bucket_answers,
+    bucket_takes,
+)
 from service.config.api import DEV_API_KEY
 from service.state.base import StateError
 from service.state.memory import MemoryState
@@ -168,17 +177,16 @@ async def test_token_buckets_lua_matches_python_twin_and_single_takes(redis_url:
             (1_000_000, [("x", 2.0, 5, 1)] * 4 + [("y", 1.0, 2, 1)] * 3 + [("x", 2.0, 5, 1)] * 3),
             (1_000_400, [("x", 2.0, 5, 1), ("y", 1.0, 2, 2), ("x", 2.0, 5, 1)]),
             (1_003_000, [("y", 1.0, 2, 1)] * 3 + [("x", 2.0, 5, 3)]),
+            (1_003_000, [("z", 0.5, 10_000_000, 1)] * 2),  # a large bucket: `left` is printed whole
         ]
         outs = []
         for store in (redis, mem):
             out = []
             for now, takes in batches:
                 keys = sorted({t[0] for t in takes})
-                args: list[float | int] = [now]
-                for bucket, rate, burst, cost in takes:
-                    args += [keys.index(bucket) + 1, rate, burst, cost]
-                res = [int(v) for v in await store.run_script(TOKEN_BUCKETS, [f"m{k}" for k in keys], args)]
-                out.append([res[i : i + 3] for i in range(0, len(res), 3)])
+                argv = bucket_takes((keys.index(b) + 1, rate, burst, cost) for b, rate, burst, cost in takes)
+                reply = await store.run_script(TOKEN_BUCKETS, [f"m{k}" for k in keys], [now, argv])
+                out.append([list(a) for a in bucket_answers(reply)])
             outs.append(out)
             # the same takes one by one through the single-take script give the same answers
             single = []
@@ -192,6 +200,7 @@ async def test_token_buckets_lua_matches_python_twin_and_single_takes(redis_url:
             assert single == out
         assert outs[0] == outs[1]
         assert [x[0] for x in outs[0][0]] == [1, 1, 1, 1, 1, 1, 0, 1, 0, 0]
+        assert outs[0][3] == [[1, 0, 9_999_999], [1, 0, 9_999_998]]
     finally:
         await redis.close()
 
