@@ -17,7 +17,7 @@ import copy
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +49,7 @@ class BadWindow(ValueError):
 class _Pending:
     window: np.ndarray
     future: asyncio.Future[WindowResult]
+    since: float  # loop time it was queued
 
 
 @dataclass
@@ -63,18 +64,24 @@ class _Batcher:
     task: asyncio.Task[None] | None = None
     batches: int = 0  # inference calls made (bench.api reports windows per call)
     windows: int = 0
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests record the waits
 
     async def submit(self, window: np.ndarray) -> WindowResult:
-        fut: asyncio.Future[WindowResult] = asyncio.get_running_loop().create_future()
-        self.queue.append(_Pending(window, fut))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[WindowResult] = loop.create_future()
+        self.queue.append(_Pending(window, fut, loop.time()))
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._drain())
         return await fut
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         while self.queue:
-            if len(self.queue) < self.max_batch and self.max_wait_s > 0:
-                await asyncio.sleep(self.max_wait_s)
+            # a batch goes when full or when its oldest window has waited max_wait: windows that queued up while the
+            # previous batch was scored have waited already, so a busy API never idles the model between batches
+            due = self.queue[0].since + self.max_wait_s - loop.time()
+            if len(self.queue) < self.max_batch and due > 0:
+                await self.sleep(due)
             batch, self.queue = self.queue[: self.max_batch], self.queue[self.max_batch :]
             self.batches += 1
             self.windows += len(batch)

@@ -84,3 +84,41 @@ def test_top_features_match_the_workers(special: float | None) -> None:
     ours = top_features(r, list(MARKET_FEATURES), normal, 3)
     theirs = alerts.top_features(r, list(MARKET_FEATURES), normal, 3)  # type: ignore[arg-type]
     assert [c.model_dump() for c in ours] == [c.model_dump() for c in theirs]
+
+
+async def test_batcher_does_not_idle_between_batches() -> None:
+    import asyncio
+
+    from service.api.scoring import _Batcher
+
+    release = asyncio.Event()
+
+    class FakeScorer:
+        def model(self, name: str) -> object:
+            return object()
+
+        def score_windows(self, name: str, windows: np.ndarray, model: object) -> list[float]:
+            return [float(w.sum()) for w in windows]
+
+        async def score_windows_async(self, name: str, windows: np.ndarray, model: object) -> list[float]:
+            await release.wait()  # the model is busy until the test says so
+            return self.score_windows(name, windows, model)
+
+    waits: list[float] = []
+
+    async def sleep(s: float) -> None:
+        waits.append(s)
+        await asyncio.sleep(s)
+
+    b = _Batcher(FakeScorer(), "m", max_batch=5, max_wait_s=0.2, sleep=sleep)  # type: ignore[arg-type]
+    first = [asyncio.ensure_future(b.submit(np.full((2, 2), i, np.float32))) for i in range(5)]
+    await asyncio.sleep(0)
+    later = [asyncio.ensure_future(b.submit(np.full((2, 2), 10 + i, np.float32))) for i in range(6)]
+    await asyncio.sleep(0.3)  # the later windows have now waited longer than max_wait, behind the busy model
+    release.set()
+    assert await asyncio.gather(*first) == [4.0 * i for i in range(5)]  # a full batch goes at once
+    assert await asyncio.gather(*later) == [4.0 * (10 + i) for i in range(6)]
+    assert waits == [] and b.batches == 3 and b.windows == 11  # 5, then 5 + 1 without waiting again
+    # a lone window after a quiet spell waits up to max_wait for company
+    assert await b.submit(np.ones((2, 2), np.float32)) == 4.0
+    assert len(waits) == 1 and 0 < waits[0] <= 0.2
