@@ -29,14 +29,15 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.auth import Scope as KeyScope
+from service.api.context import api_context
 from service.api.models import TransactionIn
+from service.api.routes_scoring import _score_one, _unavailable, router, score_json
+from service.api.scoring import ModelUnavailable
 
 PATH = "/v1/score/transaction"
 
 
 def _route() -> Any:
-    from service.api.routes_scoring import router
-
     return next(r for r in router.routes if getattr(r, "path", None) == PATH and "POST" in getattr(r, "methods", ()))
 
 
@@ -81,8 +82,6 @@ class ScoreFastPath:
         except (ValueError, ValidationError):  # json.JSONDecodeError is a ValueError; FastAPI words the 422
             await self._route_answers(scope, messages, receive, send)
             return
-        from service.api.context import api_context
-
         ctx = api_context(scope["app"])
         principal = await ctx.keys.verify(key)
         if principal is None or not principal.allows(KeyScope.SCORE):
@@ -91,17 +90,13 @@ class ScoreFastPath:
         if not (await ctx.limiter.take(principal)).allowed:
             await self._route_answers(scope, messages, receive, send)
             return
-        from service.api.routes_scoring import _score_one, _unavailable
-        from service.api.scoring import ModelUnavailable
-
         if self._route is None:
             self._route = _route()
         scope["route"] = self._route  # the route template for the HTTP metrics, as the router would set it
         ctx.fast_path_served += 1
         response: Response
         try:
-            result = await _score_one(ctx, item)
-            response = Response(result.model_dump_json(), media_type="application/json")
+            response = score_json(await _score_one(ctx, item))
         except ModelUnavailable as exc:
             response = await self._http_error(scope, receive, _unavailable(exc))
         await response(scope, receive, send)

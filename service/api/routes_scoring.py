@@ -12,6 +12,7 @@ from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Response
 from fastapi.exceptions import RequestValidationError
 
@@ -32,7 +33,7 @@ from service.api.models import (
 )
 from service.api.routes_alerts import AUTH_RESPONSES, Ctx
 from service.api.scoring import BadWindow, ModelUnavailable, ScoringService, UnknownModel
-from service.schemas.scoring import BranchScores, FeatureContribution, Severity
+from service.schemas.scoring import AnomalyType, BranchScores, FeatureContribution, Severity
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
 Scorer_ = Annotated[Principal, Depends(require(Scope.SCORE))]
@@ -50,8 +51,13 @@ def _unavailable(exc: ModelUnavailable) -> HTTPException:
 
 def _result(
     svc: ScoringService, model: Any, r: Any, key: str, window: np.ndarray, context: int, warm: bool, kind: str
-) -> ScoreResult:
-    """The response for one scored window (the hot path: parts are built once, label children cached)."""
+) -> dict[str, Any]:
+    """The response for one scored window as a plain dict in `ScoreResult`'s field order and JSON types.
+
+    Why a dict: this is the hot path; `orjson.dumps` of it is byte for byte `ScoreResult(...).model_dump_json()`
+    (tests/api/test_scoring_parts.py checks) at a fraction of the cost of building and dumping six pydantic models.
+    Routes that return models validate it (`ScoreResult.model_validate`).
+    """
     from service.scoring.alerts import classify, explain, tiers
 
     m = model.artifact.manifest
@@ -59,23 +65,30 @@ def _result(
     critical = m.thresholds.critical
     watch = m.thresholds.watch
     fused, threshold = float(r.fused), float(r.threshold)
-    anomaly = fused >= threshold
     contribs = top_features(r, names, model.artifact.normal, 3)
-    branches = BranchScores(md=float(r.s_md), trans=float(r.s_trans), clust=float(r.s_clust))
+    branches = {"md": float(r.s_md), "trans": float(r.s_trans), "clust": float(r.s_clust)}
     w = r.weights
-    weights = BranchScores(md=float(w[0]), trans=float(w[1]), clust=float(w[2]))
+    weights = {"md": float(w[0]), "trans": float(w[1]), "clust": float(w[2])}
     sev: Severity | None = None
-    if anomaly:
+    kind_type: AnomalyType | None = None
+    if fused >= threshold:
         kind_type = classify(key, names, window, kind)
         sev, _ = tiers(fused, threshold, critical, False)
         verdict = Verdict.CRITICAL if sev is Severity.CRITICAL else Verdict.ANOMALOUS
-        end_ms = 0
-        text = explain(key, kind_type, end_ms, fused, threshold, branches, weights, contribs)
+        text = explain(
+            key,
+            kind_type,
+            0,
+            fused,
+            threshold,
+            BranchScores(**branches),
+            BranchScores(**weights),
+            [FeatureContribution(**c) for c in contribs],
+        )
         text = text.replace(" in the window ending 1970-01-01 00:00:00 UTC", "")
     else:
-        kind_type = None
         verdict = Verdict.WATCH if watch is not None and fused >= watch else Verdict.NORMAL
-        feats = ", ".join(f"{c.name} {c.value:.3g} (normal {c.normal:.3g})" for c in contribs)
+        feats = ", ".join(f"{c['name']} {c['value']:.3g} (normal {c['normal']:.3g})" for c in contribs)
         text = f"{key}: score {fused:.3g} below the threshold {threshold:.3g}; furthest from normal: {feats}."
     if not warm:
         text += f" Only {context} bars of live context were available; the rest of the window is typical values."
@@ -83,42 +96,47 @@ def _result(
     if counter is None:
         counter = _SCORED[(kind, verdict)] = SCORE_REQUESTS.labels(kind=kind, verdict=verdict.value)
     counter.inc()
-    return ScoreResult(
-        key=key,
-        fused=fused,
-        branches=branches,
-        weights=weights,
-        threshold=threshold,
-        verdict=verdict,
-        anomaly_type=kind_type,
-        severity=sev,
-        explanation=text,
-        top_features=contribs,
-        model_name=str(r.model_name),
-        model_version=str(r.model_version),
-        context_bars=int(context),
-        warm=bool(warm),
-    )
+    return {
+        "key": key,
+        "fused": fused,
+        "branches": branches,
+        "weights": weights,
+        "threshold": threshold,
+        "verdict": verdict.value,
+        "anomaly_type": None if kind_type is None else kind_type.value,
+        "severity": None if sev is None else sev.value,
+        "explanation": text,
+        "top_features": contribs,
+        "model_name": str(r.model_name),
+        "model_version": str(r.model_version),
+        "context_bars": int(context),
+        "warm": bool(warm),
+    }
 
 
 _SCORED: dict[tuple[str, Verdict], Any] = {}  # label children of rmad_api_scored_total
 
 
-def top_features(r: Any, names: Sequence[str], normal: np.ndarray, n: int = 3) -> list[FeatureContribution]:
-    """`service.scoring.alerts.top_features` (same order, same values) without its `nan_to_num` when the errors are
-    all finite (the usual case; that call cost more than the rest of the function)."""
+def top_features(r: Any, names: Sequence[str], normal: np.ndarray, n: int = 3) -> list[dict[str, Any]]:
+    """`service.scoring.alerts.top_features` (same order, same values) as `FeatureContribution` dicts, without its
+    `nan_to_num` when the errors are all finite (the usual case; that call cost more than the rest)."""
     errs = np.asarray(r.feature_errors, dtype=np.float64)
     if not np.isfinite(errs).all():
         errs = np.nan_to_num(errs)
     order = np.argsort(-errs)[:n]
     last = r.last_values
     return [
-        FeatureContribution(name=names[i], value=float(last[i]), normal=float(normal[i]), error=float(errs[i]))
+        {"name": names[i], "value": float(last[i]), "normal": float(normal[i]), "error": float(errs[i])}
         for i in order.tolist()
     ]
 
 
-async def _score_one(ctx: Any, item: TradeIn | ChainTxIn) -> ScoreResult:
+def score_json(result: dict[str, Any]) -> Response:
+    """The 200 answer of POST /v1/score/transaction (also sent by service.api.fastpath)."""
+    return Response(orjson.dumps(result), media_type="application/json")
+
+
+async def _score_one(ctx: Any, item: TradeIn | ChainTxIn) -> dict[str, Any]:
     svc: ScoringService = ctx.scoring
     s = ctx.settings
     if isinstance(item, TradeIn):
@@ -154,8 +172,8 @@ async def score_transaction(ctx: Ctx, _: Scorer_, body: TransactionIn) -> Respon
         result = await _score_one(ctx, body)
     except ModelUnavailable as exc:
         raise _unavailable(exc) from None
-    # the model was built and validated here; serialise it once (FastAPI would validate it again: the hot path)
-    return Response(result.model_dump_json(), media_type="application/json")
+    # built from trusted parts; serialised once (FastAPI would validate a returned model again: the hot path)
+    return score_json(result)
 
 
 @router.post(
@@ -177,7 +195,7 @@ async def score_transactions(ctx: Ctx, _: Scorer_, body: BatchIn) -> BatchOut:
         results = await asyncio.gather(*(_score_one(ctx, item) for item in body.items))
     except ModelUnavailable as exc:
         raise _unavailable(exc) from None
-    return BatchOut(items=list(results))
+    return BatchOut(items=[ScoreResult.model_validate(x) for x in results])
 
 
 @router.post(
@@ -239,7 +257,9 @@ async def score_window(ctx: Ctx, _: Scorer_, body: WindowIn) -> ScoreResult:
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("body", field), "msg": str(exc), "input": None}]
         ) from None
-    return _result(svc, model, r, body.key, window_full, context, context >= model.window, model.artifact.manifest.kind)
+    return ScoreResult.model_validate(
+        _result(svc, model, r, body.key, window_full, context, context >= model.window, model.artifact.manifest.kind)
+    )
 
 
 def _model_out(m: Any) -> ModelOut:

@@ -1,5 +1,6 @@
 """The scoring route's hot-path parts against the plain code they replace: the generated state copier against
-deepcopy, the window built from cached live rows against `padded`, `top_features` against the worker's."""
+deepcopy, the window built from cached live rows against `padded`, `top_features` against the worker's, the
+response dict against the validated `ScoreResult` (byte for byte), and the micro-batcher's waits."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def test_top_features_match_the_workers(special: float | None) -> None:
     normal = rng.normal(size=f)
     ours = top_features(r, list(MARKET_FEATURES), normal, 3)
     theirs = alerts.top_features(r, list(MARKET_FEATURES), normal, 3)  # type: ignore[arg-type]
-    assert [c.model_dump() for c in ours] == [c.model_dump() for c in theirs]
+    assert ours == [c.model_dump() for c in theirs]
 
 
 async def test_batcher_does_not_idle_between_batches() -> None:
@@ -122,3 +123,40 @@ async def test_batcher_does_not_idle_between_batches() -> None:
     # a lone window after a quiet spell waits up to max_wait for company
     assert await b.submit(np.ones((2, 2), np.float32)) == 4.0
     assert len(waits) == 1 and 0 < waits[0] <= 0.2
+
+
+@pytest.mark.parametrize(
+    ("fused", "warm", "key"),
+    [
+        (0.5, True, "sim:AUSDT"),  # normal
+        (5.0, False, "sim:BUSDT"),  # watch, cold
+        (25.0, True, "sim:PUMPUSDT"),  # anomalous
+        (95.0, True, "sim:USDCUSDT"),  # critical (a stablecoin: de-peg)
+        (float("nan"), True, "sim:CUSDT"),
+        (1e-7, True, "sim:DUSDT"),
+    ],
+)
+def test_result_json_is_the_validated_models(fused: float, warm: bool, key: str) -> None:
+    import orjson
+
+    from service.api.models import ScoreResult
+    from service.api.routes_scoring import _result
+
+    f = len(MARKET_FEATURES)
+    rng = np.random.default_rng(2)
+    manifest = SimpleNamespace(
+        features=SimpleNamespace(names=list(MARKET_FEATURES)),
+        thresholds=SimpleNamespace(critical=60.0, watch=3.0),
+    )
+    model = SimpleNamespace(artifact=SimpleNamespace(manifest=manifest, normal=rng.normal(size=f)))
+    r = SimpleNamespace(
+        fused=fused, threshold=20.0, s_md=rng.gamma(2.0), s_trans=1e-5, s_clust=123456.789,
+        weights=(0.2, 0.3, 0.5), feature_errors=rng.gamma(1.0, size=f).astype(np.float32),
+        last_values=rng.normal(size=f).astype(np.float32), model_name="market", model_version="v9",
+    )  # fmt: skip
+    window = rng.normal(scale=0.01, size=(8, f)).astype(np.float32)
+    got = _result(None, model, r, key, window, 3, warm, "market")  # type: ignore[arg-type]
+    assert orjson.dumps(got) == ScoreResult.model_validate(got).model_dump_json().encode()
+    if fused >= 20.0:
+        assert got["anomaly_type"] is not None and got["severity"] is not None
+        assert got["verdict"] == ("critical" if fused >= 60.0 else "anomalous")
