@@ -91,14 +91,22 @@ class _BenchHooks:
 
         if self.path is None:
             return
+        from service.metrics import REGISTRY
+
         ctx = context_for(self.runtime)
         batchers = list(ctx.scoring._batchers.values())
+        inference_s = sum(
+            REGISTRY.get_sample_value("rmad_worker_inference_seconds_sum", {"model": b.model_name}) or 0.0
+            for b in batchers
+        )
         self.path.write_text(
             json.dumps(
                 {
                     "rate_limit_calls": ctx.limiter.calls,
                     "inference_calls": sum(b.batches for b in batchers),
                     "windows": sum(b.windows for b in batchers),
+                    "inference_s": inference_s,  # wall time inside the ONNX session (one intra-op thread)
+                    "fast_path": ctx.fast_path_served,
                 }
             )
         )
@@ -250,16 +258,21 @@ def measure(
 # --------------------------------------------------------------------------------------------------- driver
 
 
-def _model_dir() -> tuple[Path, str]:
+def _model_dir(which: str) -> tuple[Path, str]:
+    """The models the server loads: the shipped market model (`auto` when present), or the contract test model,
+    whose inference is nearly free, so the run shows what the API itself costs."""
     shipped = ROOT / "models" / "artifacts"
-    if any((shipped / "market").glob("*/manifest.json")):
+    if which in ("auto", "shipped") and any((shipped / "market").glob("*/manifest.json")):
         return shipped, "shipped models/artifacts/market"
+    if which == "shipped":
+        raise SystemExit("no shipped market model under models/artifacts/market")
     sys.path.insert(0, str(ROOT))
+    from service.features.spec import MARKET_FEATURES
     from tests.scoring.modelgen import export_tiny_model
 
     root = Path(tempfile.mkdtemp(prefix="bench-api-models-"))
     export_tiny_model(root, name="market", version="bench", window=64, created_ms=1)
-    return root, "contract test model (tests/scoring/modelgen, window 64 x 23 features)"
+    return root, f"contract test model (tests/scoring/modelgen, window 64 x {len(MARKET_FEATURES)} features)"
 
 
 async def _make_key(redis_url: str, prefix: str) -> str:
@@ -294,6 +307,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per endpoint")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per endpoint (not measured)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections")
+    parser.add_argument(
+        "--model",
+        choices=["auto", "shipped", "contract"],
+        default="auto",
+        help="the shipped market model (auto: when present) or the contract test model (what the API alone costs)",
+    )
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
@@ -307,7 +326,7 @@ def main() -> None:
     if not redis_url:
         owned = start_redis()
         redis_url = f"redis://127.0.0.1:{owned.port}/0"
-    models, model_note = _model_dir()
+    models, model_note = _model_dir(args.model)
     prefix = f"bench-api-{os.getpid()}:"
     key = asyncio.run(_make_key(redis_url, prefix))
     port = free_port()
@@ -379,8 +398,9 @@ def main() -> None:
         n = max(1, st["windows"])
         print(
             f"server, whole run: {st['windows']} windows scored in {st['inference_calls']} inference calls "
-            f"({st['windows'] / max(1, st['inference_calls']):.1f} per call); {st['rate_limit_calls']} rate-limit "
-            f"script calls ({st['rate_limit_calls'] / n:.3f} per scored request)"
+            f"({st['windows'] / max(1, st['inference_calls']):.1f} per call), {st['inference_s'] * 1000 / n:.3f} ms "
+            f"of ONNX run time per window; {st['rate_limit_calls']} rate-limit script calls "
+            f"({st['rate_limit_calls'] / n:.3f} per scored request); {st['fast_path']} answered by the fast path"
         )
 
 
