@@ -299,17 +299,21 @@ class KafkaConsumer(Consumer):
     async def getmany(self, timeout_ms: int = 1000, max_records: int | None = None) -> list[Record]:
         batches = await self._consumer().getmany(timeout_ms=timeout_ms, max_records=max_records)
         out: list[Record] = []
+        append = out.append
         for tp, msgs in batches.items():
+            topic, part = tp.topic, tp.partition
+            our_tp = TopicPartition(topic, part)  # one per partition batch, shared by its records
             for m in msgs:
-                out.append(
+                append(
                     Record(
-                        tp.topic,
-                        tp.partition,
+                        topic,
+                        part,
                         m.offset,
                         m.key,
                         m.value if m.value is not None else b"",
                         m.timestamp,
-                        tuple((k, v) for k, v in (m.headers or ())),
+                        tuple(m.headers) if m.headers else (),
+                        our_tp,
                     )
                 )
         return out

@@ -12,6 +12,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+_INF = math.inf
+
 
 @dataclass(slots=True)
 class Bar:
@@ -73,7 +75,7 @@ class _Acc:
     buy_quote: float = 0.0
     rush_buy: int = 0
     rush_sell: int = 0
-    same_ms: dict[tuple[int, bool], int] = field(default_factory=dict)
+    same_ms: dict[int, int] = field(default_factory=dict)  # (millisecond * 2 + taker buy) -> trades
 
 
 class TradeBarBuilder:
@@ -112,12 +114,15 @@ class TradeBarBuilder:
         quote: float | None = None,
     ) -> list[Bar]:
         """Add one trade; return the bars this closed (oldest first, empty intervals included)."""
-        if not (price > 0.0 and math.isfinite(price)) or not (size >= 0.0 and math.isfinite(size)):
+        # the hot path of the worker (once per tick): comparisons instead of isfinite calls (NaN fails both), one
+        # int key per (millisecond, side), and the watermark check inlined; `advance` only when a bar may close
+        if not (0.0 < price < _INF) or not (0.0 <= size < _INF):
             raise ValueError(f"bad trade price={price!r} size={size!r}")
-        start = self._bar_start(ts_ms)
-        if self._next_start is None:
-            self._next_start = start
-        if start < self._next_start:
+        start = ts_ms - ts_ms % self.interval_ms
+        nxt = self._next_start
+        if nxt is None:
+            nxt = self._next_start = start
+        if start < nxt:
             self.late_trades += 1
             return self.advance(ts_ms)
         q = price * size if quote is None else quote
@@ -130,24 +135,33 @@ class TradeBarBuilder:
                 acc.first_ts, acc.open = ts_ms, price
             if ts_ms >= acc.last_ts:
                 acc.last_ts, acc.close = ts_ms, price
-            acc.high = max(acc.high, price)
-            acc.low = min(acc.low, price)
+            if price > acc.high:
+                acc.high = price
+            elif price < acc.low:
+                acc.low = price
         acc.volume += size
         acc.quote += q
         acc.trades += 1
+        same = acc.same_ms
         if taker_buy:
             acc.buy += size
             acc.buy_quote += q
+            key = ts_ms * 2 + 1
         else:
             acc.sell += size
-        key = (ts_ms, taker_buy)
-        n = acc.same_ms.get(key, 0) + 1
-        acc.same_ms[key] = n
+            key = ts_ms * 2
+        n = same.get(key, 0) + 1
+        same[key] = n
         if n == 2:
             if taker_buy:
                 acc.rush_buy += 1
             else:
                 acc.rush_sell += 1
+        wm = self._watermark
+        if wm is None or ts_ms > wm:
+            self._watermark = wm = ts_ms
+        if nxt + self.interval_ms > wm - self.allowed_lateness_ms:
+            return []  # no bar can close yet (most ticks)
         return self.advance(ts_ms)
 
     def notify_gap(self, start_ms: int, end_ms: int) -> None:

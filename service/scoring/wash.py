@@ -4,12 +4,14 @@ Why a rule: matched pairs add volume without moving the price, so to the market 
 surge at most. On the tape they are unmistakable: a taker buy and a taker sell of exactly the same size at exactly
 the same price within `pair_ms` is rare in honest flow (sizes are continuous) and is what self-matching leaves.
 `min_pairs` matched pairs within `window_ms` of event time that make up at least `min_share` of the key's volume
-raise a signal (typed as a volume surge: volume that is not real trading interest).
+raise a signal (typed as a volume surge: volume that is not real trading interest). The window is kept in
+`bucket_ms` buckets (its trailing edge is exact to a bucket), so the cost per print does not grow with the rate.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 
@@ -31,11 +33,16 @@ class WashSignal:
 
 @dataclass(slots=True)
 class _Key:
-    recent: deque[tuple[int, str, str, bool]] = field(default_factory=deque)  # (ts, price, size, buy), last pair_ms
-    volume: deque[tuple[int, float, bool]] = field(default_factory=deque)  # (ts, size, matched) in the window
+    # (ts, price, size, buy) of unmatched prints within the last pair_ms; price and size as given (exact Decimals
+    # from the schema compare exactly, with no string formatting per tick)
+    recent: deque[tuple[int, Hashable, Hashable, bool]] = field(default_factory=deque)
+    # the window's volume in buckets of `bucket_ms`: [bucket start, volume, matched volume, pairs]; one entry per
+    # bucket rather than per print keeps a busy key's window short
+    volume: deque[list[float]] = field(default_factory=deque)
     total: float = 0.0
     matched: float = 0.0
     pairs: int = 0
+    newest: int = 0  # newest event time seen: trimming follows it, so a print out of order never stalls it
 
 
 @dataclass
@@ -45,37 +52,60 @@ class WashMonitor:
     min_pairs: int = 10
     min_share: float = 0.3
     max_keys: int = 100_000
+    bucket_ms: int = 250  # resolution of the window's trailing edge
+    max_recent: int = 256  # unmatched prints kept per key (a pathological burst cannot make matching O(n))
     _keys: dict[str, _Key] = field(default_factory=dict)
 
-    def observe(self, key: str, ts: int, price: str, size: str, buy: bool) -> WashSignal | None:
+    def observe(
+        self, key: str, ts: int, price: Hashable, size: Hashable, buy: bool, qty: float | None = None
+    ) -> WashSignal | None:
+        """One print; `price` and `size` are compared exactly (Decimals or strings), `qty` is the size as a float
+        (computed from `size` when not given)."""
         st = self._keys.get(key)
         if st is None:
             if len(self._keys) >= self.max_keys:
                 del self._keys[next(iter(self._keys))]
             st = self._keys[key] = _Key()
-        while st.recent and ts - st.recent[0][0] > self.pair_ms:
-            st.recent.popleft()
+        if ts > st.newest:
+            st.newest = ts
+        now = st.newest
+        recent = st.recent
+        while recent and now - recent[0][0] > self.pair_ms:
+            recent.popleft()
         matched = False
-        for i, (_, p_other, q_other, b_other) in enumerate(st.recent):
+        for i, (_, p_other, q_other, b_other) in enumerate(recent):
             if b_other != buy and p_other == price and q_other == size:
-                del st.recent[i]
+                del recent[i]
                 matched = True
                 break
         if not matched:
-            st.recent.append((ts, price, size, buy))
-        q = float(size)
-        st.volume.append((ts, q, matched))
+            recent.append((ts, price, size, buy))
+            if len(recent) > self.max_recent:
+                recent.popleft()
+        q = float(size) if qty is None else qty  # type: ignore[arg-type]
+        vol = st.volume
+        b0 = ts - ts % self.bucket_ms
+        if vol and vol[-1][0] >= b0:
+            cur = vol[-1]  # this print's bucket (or, out of order, the newest one)
+        else:
+            cur = [b0, 0.0, 0.0, 0]
+            vol.append(cur)
+        cur[1] += q
         st.total += q
         if matched:
+            cur[2] += 2 * q
+            cur[3] += 1
             st.matched += 2 * q
             st.pairs += 1
-        while st.volume and ts - st.volume[0][0] > self.window_ms:
-            _, q0, m0 = st.volume.popleft()
+        horizon = now - self.window_ms - self.bucket_ms
+        while vol and vol[0][0] <= horizon:
+            _, q0, m0, p0 = vol.popleft()
             st.total -= q0
-            if m0:
-                st.matched -= 2 * q0
-                st.pairs -= 1
+            st.matched -= m0
+            st.pairs -= int(p0)
+        if not matched or st.pairs < self.min_pairs:
+            return None
         share = st.matched / st.total if st.total > 0 else 0.0
-        if matched and st.pairs >= self.min_pairs and share >= self.min_share:
+        if share >= self.min_share:
             return WashSignal(key, st.pairs, min(share, 1.0), self.window_ms, ts)
         return None

@@ -27,6 +27,7 @@ from service.features.bars import TradeBarBuilder, bars_from_klines
 from service.features.market import MarketFeatureState
 from service.features.spec import DEFAULT_PARAMS, FeatureParams
 from service.schemas.market import Bar as MarketBar
+from service.schemas.market import Gap, Trade
 
 
 @dataclass(slots=True)
@@ -233,18 +234,26 @@ class WindowStore:
         incomplete: bool = False,
     ) -> list[ClosedWindow]:
         """One tick; returns the windows it closed (usually none, at most a few after a quiet spell)."""
-        st = self._state(key, tp, offset, trades=True)
+        keys = self.keys
+        st = keys.get(key)
+        if st is None:
+            st = self._state(key, tp, offset, trades=True)
+        else:  # the common case, inlined: `_state` for a known key
+            keys.move_to_end(key)
+            st.touched = time.monotonic()
         b = st.builder
         if b is None:  # this key was fed by bars; trades win from now on
             b = st.builder = TradeBarBuilder(self.bar_interval_ms, self.lateness)
         if ts_ms > self.max_event_ms:
             self.max_event_ms = ts_ms
-        if ts_ms > self.max_event_by_tp.get(tp, 0):
-            self.max_event_by_tp[tp] = ts_ms
+        by_tp = self.max_event_by_tp
+        if ts_ms > by_tp.get(tp, 0):
+            by_tp[tp] = ts_ms
         start = ts_ms - ts_ms % self.bar_interval_ms
-        new = start not in st.open_offsets
+        opens = st.open_offsets
+        new = start not in opens
         if new:
-            st.open_offsets[start] = offset
+            opens[start] = offset
         if incomplete and st.last_event_ms:
             b.notify_gap(st.last_event_ms, ts_ms)
         late = b.late_trades
@@ -252,9 +261,11 @@ class WindowStore:
         if b.late_trades > late:
             self.late_ticks += 1
             if new:
-                st.open_offsets.pop(start, None)
+                opens.pop(start, None)
         elif ts_ms > st.last_event_ms:
             st.last_event_ms = ts_ms
+        if not bars:
+            return []
         out: list[ClosedWindow] = []
         for bar in bars:
             w = st.push_bar(bar, ingest_ms, offset)
@@ -368,9 +379,18 @@ def apply_event(
 ) -> list[ClosedWindow]:
     """Feed one normalised market event (service.schemas.market) into the store: the one path shared by the
     streaming worker and the offline `rmad score`, so both build identical windows from identical events."""
-    from service.schemas.market import Bar as MBar
-    from service.schemas.market import Gap, Trade
-
+    if type(event) is Trade:  # once per tick: the exact type first, isinstance for anything else
+        return store.on_trade(
+            f"{event.venue}:{event.symbol}",
+            event.event_time_ms,
+            float(event.price),
+            float(event.size),
+            event.side == "buy",
+            ingest_ms=event.ingest_time_ms if ingest_ms is None else ingest_ms,
+            offset=offset,
+            tp=tp,
+            incomplete=event.incomplete,
+        )
     if isinstance(event, Trade):
         return store.on_trade(
             event.key,
@@ -383,7 +403,7 @@ def apply_event(
             tp=tp,
             incomplete=event.incomplete,
         )
-    if isinstance(event, MBar):
+    if isinstance(event, MarketBar):
         fbar = market_bar_to_feature_bar(event)
         if fbar.interval_ms != store.bar_interval_ms:
             return []  # candles of another interval (e.g. 1 m klines beside 5 s trade bars) are not this model's

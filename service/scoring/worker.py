@@ -28,7 +28,7 @@ import numpy as np
 
 from service.bus.base import Bus, CommitFailedError, Consumer, Producer, Record, TopicPartition
 from service.runtime import Health, cancel_and_wait
-from service.schemas.market import BookTop, Trade, decode_market
+from service.schemas.market import BookTop, decode_market, decode_trade_tick
 from service.schemas.scoring import Alert, AnomalyType, BranchScores, FeatureContribution, alert_id
 from service.scoring import metrics
 from service.scoring.alerts import AlertPolicy, KeyAlertState, build_alert, classify, tiers
@@ -388,31 +388,69 @@ class ScoringWorker:
         self._owned = set(current)
 
     def _handle(self, recs: list[Record]) -> None:
+        """Feed consumed market records into the windows (and the tape rules); the per-tick hot path.
+
+        Trades are read as `TradeTick`s (floats straight from the JSON) and go to `WindowStore.on_trade` with the
+        same arguments `apply_event` derives from a `Trade`; gap markers and bars take the general path."""
         assert self.store is not None
         store = self.store
+        on_trade = store.on_trade
+        owned = self._owned
+        processed = self._processed
+        wash = self.wash
+        enqueue = self._enqueue
+        trades_topic = self.s.topic_trades
         now_ms = time.time() * 1000
         last_ingest: dict[str, int] = {}
+        n_ok = 0
         for r in recs:
             tp = r.tp
-            if tp not in self._owned:
+            if tp not in owned:
                 continue
-            self._processed[tp] = r.offset + 1
+            processed[tp] = r.offset + 1
+            tick = None
+            if r.topic == trades_topic:
+                try:
+                    tick = decode_trade_tick(r.value)
+                except (msgspec.ValidationError, msgspec.DecodeError):
+                    tick = None  # a gap marker, or garbage: the general path below says which
             try:
-                ev = decode_market(r.value)
-            except (msgspec.ValidationError, msgspec.DecodeError):
+                if tick is not None:
+                    key = f"{tick.venue}:{tick.symbol}"
+                    buy = tick.side == "buy"
+                    ts = tick.event_time_ms
+                    windows = on_trade(
+                        key,
+                        ts,
+                        tick.price,
+                        tick.size,
+                        buy,
+                        ingest_ms=tick.ingest_time_ms,
+                        offset=r.offset,
+                        tp=tp,
+                        incomplete=tick.incomplete,
+                    )
+                    ingest = tick.ingest_time_ms
+                    if wash is not None:
+                        sig = wash.observe(key, ts, tick.price, tick.size, buy, tick.size)
+                        if sig is not None:
+                            self._wash_signals.append((sig, tp))
+                            self._held.setdefault(tp, []).append(r.offset)
+                    if tick.incomplete:
+                        metrics.RECORDS.labels(topic=r.topic, outcome="after_gap").inc()
+                else:
+                    ev = decode_market(r.value)
+                    windows = apply_event(store, ev, offset=r.offset, tp=tp)
+                    ingest = ev.ingest_time_ms
+            except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
+                # undecodable, or a trade no bar can hold (NaN / non-positive price): counted, never fatal
                 metrics.RECORDS.labels(topic=r.topic, outcome="bad").inc()
                 continue
-            self.stats.records += 1
-            last_ingest[r.topic] = ev.ingest_time_ms
-            for w in apply_event(store, ev, offset=r.offset, tp=tp):
-                self._enqueue(w)
-            if self.wash is not None and isinstance(ev, Trade):
-                sig = self.wash.observe(ev.key, ev.event_time_ms, str(ev.price), str(ev.size), ev.side == "buy")
-                if sig is not None:
-                    self._wash_signals.append((sig, tp))
-                    self._held.setdefault(tp, []).append(r.offset)
-            if isinstance(ev, Trade) and ev.incomplete:
-                metrics.RECORDS.labels(topic=r.topic, outcome="after_gap").inc()
+            n_ok += 1
+            last_ingest[r.topic] = ingest
+            for w in windows:
+                enqueue(w)
+        self.stats.records += n_ok
         for topic, ing in last_ingest.items():
             metrics.CONSUMER_LAG.labels(topic=topic).set(max(0.0, (now_ms - ing) / 1000))
         metrics.RECORDS.labels(topic="all", outcome="ok").inc(len(recs))

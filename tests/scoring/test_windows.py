@@ -95,3 +95,72 @@ async def test_micro_batcher_bounds() -> None:
     b.close()
     assert await b.get() == [4, 5, 6, 7]
     assert await b.get() == []
+
+
+def test_worker_tick_path_builds_the_same_windows_as_apply_event() -> None:
+    """The worker reads trades as `TradeTick`s (floats straight from the JSON); the offline path feeds `Trade`s
+    through `apply_event`. Same records, same windows, bit for bit; a gap marker and garbage on the trades topic
+    take the general path (gap honoured, garbage counted)."""
+    import dataclasses
+    import zlib
+
+    from service.bus.base import Record
+    from service.bus.memory import MemoryBus
+    from service.ingest.simulator import MarketSimulator, SimConfig, plan_anomaly, to_market
+    from service.schemas.market import Gap, Trade, decode_market, decode_trade_tick, encode
+    from service.scoring.windows import apply_event
+    from service.scoring.worker import ScoringWorker, _Geometry
+    from service.settings import load_settings
+    from service.state.memory import MemoryState
+
+    base = SimConfig(seed=4, duration_s=600, emit_books=False, emit_bars=False)
+    cfg = dataclasses.replace(
+        base, anomalies=(plan_anomaly("wash_trading", base.start_ms + 200_000, base.instruments, 5),)
+    )
+    events = [e for e in (to_market(x) for x in MarketSimulator(cfg).events()) if isinstance(e, Trade)]
+    k0 = events[0].key
+    gap = Gap(
+        venue=events[0].venue,
+        symbol=events[0].symbol,
+        event_time_ms=events[300].event_time_ms,
+        ingest_time_ms=0,
+        stream="trades",
+        from_ms=events[290].event_time_ms,
+        to_ms=events[300].event_time_ms,
+        reason="reconnect",
+    )
+    stream: list[object] = [*events[:300], gap, *events[300:]]
+    payloads = [encode(e) for e in stream]  # type: ignore[arg-type]
+    payloads.insert(500, b'{"type":"trade","price":"oops"}')
+    for raw in payloads[:2000:7]:
+        if b'"trade"' in raw and b"oops" not in raw:
+            tick, trade = decode_trade_tick(raw), decode_market(raw)
+            assert isinstance(trade, Trade)
+            assert (tick.price, tick.size) == (float(trade.price), float(trade.size))
+
+    s = load_settings(env="test", scoring_warmup_bars=0, crossvenue_enabled=False)
+    worker = ScoringWorker(s, MemoryBus(), MemoryState())
+    worker._geometry = _Geometry(8, N_MARKET_FEATURES, 5000)
+    worker.store = worker._new_store(worker._geometry)
+    tps = {TopicPartition(s.topic_trades, p) for p in range(3)}
+    worker._owned = tps
+    recs = []
+    for i, raw in enumerate(payloads):
+        key = raw.split(b'"venue":"')[-1].split(b'"')[0] if b"venue" in raw else b"?"
+        recs.append(Record(s.topic_trades, zlib.crc32(key) % 3, i, key, raw, 0))
+    got = []
+    for i in range(0, len(recs), 256):
+        worker._handle(recs[i : i + 256])
+        got.extend(worker.batcher.take() for _ in range(len(worker.batcher) // worker.batcher.max_size + 1))
+    streamed = {(w.key, w.window_end_ms): w for batch in got for w in batch}
+
+    offline = WindowStore(8, N_MARKET_FEATURES, 5000, warmup_bars=0)
+    expect = [w for e in stream for w in apply_event(offline, e)]
+    assert len(expect) > 500 and len(streamed) == len(expect)
+    for w in expect:
+        s_w = streamed[(w.key, w.window_end_ms)]
+        np.testing.assert_array_equal(s_w.features, w.features)
+        assert s_w.incomplete == w.incomplete
+    assert any(w.incomplete for w in expect if w.key == k0)  # the gap marker reached the windows
+    assert worker.stats.records == len(payloads) - 1  # all but the garbage record
+    assert worker._wash_signals, "the injected wash trading was seen on the tick path"
