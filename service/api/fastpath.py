@@ -51,19 +51,19 @@ class ScoreFastPath:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST" or scope.get("root_path"):
             await self.app(scope, receive, send)
             return
-        key = None
-        ctype = None
+        api_key = authorization = ctype = None
         for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get
             if name == b"x-api-key":
-                if key is None:
-                    key = value.decode("latin-1")
+                api_key = value if api_key is None else api_key
+            elif name == b"authorization":
+                authorization = value if authorization is None else authorization
             elif name == b"content-type":
-                if ctype is None:
-                    ctype = value
-            elif name == b"authorization" and key is None:
-                auth = value.decode("latin-1")
-                if auth.lower().startswith("bearer "):
-                    key = auth[7:].strip() or None
+                ctype = value if ctype is None else ctype
+        key = api_key.decode("latin-1") if api_key else None  # as `require`: X-API-Key, else a Bearer token
+        if not key and authorization is not None:
+            auth = authorization.decode("latin-1")
+            if auth.lower().startswith("bearer "):
+                key = auth[7:].strip() or None
         messages: list[Message] = []
         body = b""
         while True:

@@ -160,13 +160,14 @@ async def test_models_list_and_reload(scored: Harness) -> None:
     assert (await c.post("/v1/models/bad%20name/reload", headers=scored.h("admin"))).status_code == 422
 
 
-async def _both_ways(h: Harness, body: Any, headers: dict[str, str]) -> tuple[Any, Any]:
+async def _both_ways(h: Harness, body: Any, headers: dict[str, str] | list[tuple[str, str]]) -> tuple[Any, Any]:
     """The same request through the fast path (exact `application/json`) and through the FastAPI route (a content
     type the fast path leaves to the route): (status, Retry-After, WWW-Authenticate, JSON body) of each."""
     raw = orjson.dumps(body) if not isinstance(body, bytes) else body
     out = []
+    pairs = list(headers.items()) if isinstance(headers, dict) else headers
     for ctype in ("application/json", "application/json; charset=utf-8"):
-        r = await h.client.post("/v1/score/transaction", content=raw, headers={**headers, "content-type": ctype})
+        r = await h.client.post("/v1/score/transaction", content=raw, headers=[*pairs, ("content-type", ctype)])
         out.append((r.status_code, r.headers.get("retry-after"), r.headers.get("www-authenticate"), r.json()))
     return out[0], out[1]
 
@@ -180,6 +181,8 @@ async def test_fast_path_answers_exactly_as_the_route(scored: Harness) -> None:
         (trade(symbol="FASTUSDT"), {"X-API-Key": key}),
         (trade(symbol="FASTUSDT", side="sell", price=3.5), {"Authorization": f"Bearer {key}"}),
         (tx, {"X-API-Key": h.keys["admin"]}),  # admin holds every scope
+        (trade(), [("Authorization", "Bearer rmad_abc_def"), ("X-API-Key", key)]),  # X-API-Key comes first
+        (trade(), [("Authorization", f"Bearer {key}"), ("Authorization", "Basic eA==")]),  # the first one counts
     ]
     left = [
         ({k: v for k, v in trade().items() if k != "price"}, {"X-API-Key": key}),  # 422 naming the field
@@ -189,12 +192,16 @@ async def test_fast_path_answers_exactly_as_the_route(scored: Harness) -> None:
         (trade(), {}),  # 401 missing
         (trade(), {"X-API-Key": "rmad_abc_def"}),  # 401 wrong
         (trade(), {"X-API-Key": h.keys["subscribe"]}),  # 403 scope
+        (trade(), [("X-API-Key", "rmad_abc_def"), ("Authorization", f"Bearer {key}")]),  # 401: X-API-Key is used
+        (trade(), [("Authorization", "Basic eA=="), ("Authorization", f"Bearer {key}")]),  # 401: the first one
+        (trade(), [("X-API-Key", "rmad_abc_def"), ("X-API-Key", key)]),  # 401: the first one
     ]
     for body, headers in taken + left:
         before = ctx.fast_path_served
         fast, route = await _both_ways(h, body, headers)
         assert fast == route, (body, headers)
         assert ctx.fast_path_served == before + (1 if (body, headers) in taken else 0), (body, headers)
+        assert (fast[0] == 200) == ((body, headers) in taken), (body, headers, fast)
     assert (await _both_ways(h, trade(symbol="FASTUSDT"), {"X-API-Key": key}))[0][0] == 200
     # the fast path's requests are counted under the route's template like any other
     metrics = (await h.client.get("/metrics")).text
