@@ -141,7 +141,15 @@ def _stamp(events: list[Trade], start: int, stop: int, shift_ms: int) -> Iterato
 
 
 async def run_rate(
-    rate: int, seconds: float, keys: int, kafka: str, redis: str, model_dir: Path, window: int, tmp: Path
+    rate: int,
+    seconds: float,
+    keys: int,
+    kafka: str,
+    redis: str,
+    model_dir: Path,
+    window: int,
+    tmp: Path,
+    worker_settings: dict[str, str] | None = None,
 ) -> Result:
     unique = uuid.uuid4().hex[:8]
     env = worker_env(
@@ -155,6 +163,7 @@ async def run_rate(
         RMAD_CROSSVENUE_ENABLED="false",
         RMAD_SCORING_CHECKPOINT_INTERVAL_MS="1000",
         RMAD_KAFKA_LINGER_MS="1",
+        **(worker_settings or {}),
     )
     s = load_settings(**{k.removeprefix("RMAD_").lower(): v for k, v in env.items() if k.startswith("RMAD_")})
     bus = KafkaBus(KafkaOptions(kafka, linger_ms=1, session_timeout_ms=6000, heartbeat_interval_ms=500))
@@ -272,6 +281,54 @@ async def run_rate(
     )
 
 
+async def broker_floor(rate: int, seconds: float, keys: int, kafka: str, fetch_wait_ms: int) -> tuple[float, float]:
+    """The baseline: one hop through the same broker at the same rate, nothing else. The same trades, publisher
+    and pacing as the measured run, read back by a plain consumer with the worker's fetch wait; returns the p50
+    and p99 seconds from publish to consume. A window's score crosses the broker twice (its closing tick in, the
+    score out), so twice this is the floor under the pipeline's tick-to-score on this machine."""
+    s = load_settings(topic_trades=f"floor-{uuid.uuid4().hex[:8]}", topic_partitions=6)
+    bus = KafkaBus(KafkaOptions(kafka, linger_ms=1, session_timeout_ms=6000, heartbeat_interval_ms=500))
+    await bus.create_topics([t for t in standard_topics(s) if t.name == s.topic_trades])
+    events = trades(keys, seconds * rate / (keys * NATURAL_RATE_PER_KEY * 1.6) + 5)
+    lat: list[float] = []
+    stop = asyncio.Event()
+
+    async def reader() -> None:
+        c = bus.consumer([s.topic_trades], f"floor-{uuid.uuid4().hex[:8]}", fetch_max_wait_ms=fetch_wait_ms)
+        await c.start()
+        try:
+            while not stop.is_set():
+                for r in await c.getmany(timeout_ms=100):
+                    lat.append(time.time() * 1000 - orjson.loads(r.value)["ingest_time_ms"])
+        finally:
+            await c.stop()
+
+    rtask = asyncio.create_task(reader())
+    p = bus.producer()
+    await p.start()
+    pub = MarketPublisher(p, s)
+    try:
+        await asyncio.sleep(6)  # the reader joins its group
+        t0 = time.monotonic()
+        i = 0
+        while i < len(events) and time.monotonic() - t0 < seconds:
+            due = min(int((time.monotonic() - t0) * rate), len(events))
+            now = int(time.time() * 1000)
+            for j in range(i, due):
+                await pub.publish(msgspec.structs.replace(events[j], ingest_time_ms=now))
+            i = max(i, due)
+            await asyncio.sleep(0.005)
+        await pub.flush()
+        await asyncio.sleep(2.0)
+    finally:
+        stop.set()
+        await rtask
+        await p.stop()
+        await bus.close()
+    arr = np.asarray(lat[len(lat) // 5 :] or [float("nan")]) / 1000  # past the first second of warm-up
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
 def _tiny_model(root: Path, window: int) -> Path:
     from tests.scoring.modelgen import export_tiny_model
 
@@ -298,17 +355,26 @@ async def amain(args: argparse.Namespace) -> None:
         )
         print(
             f"{'rate':>8} {'offered/s':>10} {'sustained/s':>12} {'windows/s':>10} "
-            f"{'p50 s':>8} {'p99 s':>8} {'worker p50':>11} {'worker p99':>11} {'worker CPU µs/tick':>19}"
+            f"{'p50 s':>8} {'p99 s':>8} {'worker p50':>11} {'worker p99':>11} {'worker CPU µs/tick':>19} "
+            f"{'1-hop p50':>10} {'1-hop p99':>10} {'load':>5}"
         )
+        fetch_wait = int(dict(args.set).get("RMAD_SCORING_FETCH_MAX_WAIT_MS", 10))
         for rate in args.rates:
-            r = await run_rate(rate, args.seconds, args.keys, kafka, redis, model_dir, window, tmp)
+            r = await run_rate(rate, args.seconds, args.keys, kafka, redis, model_dir, window, tmp, dict(args.set))
+            f50, f99 = (
+                await broker_floor(rate, args.seconds, args.keys, kafka, fetch_wait)
+                if args.floor
+                else (float("nan"), float("nan"))
+            )
             print(
                 f"{r.rate:>8,} {r.offered:>10,.0f} {r.sustained:>12,.0f} {r.windows_per_s:>10,.0f} "
-                f"{r.p50:>8.4f} {r.p99:>8.4f} {r.worker_p50:>11.4f} {r.worker_p99:>11.4f} {r.cpu_us_per_tick:>19.1f}"
+                f"{r.p50:>8.4f} {r.p99:>8.4f} {r.worker_p50:>11.4f} {r.worker_p99:>11.4f} {r.cpu_us_per_tick:>19.1f} "
+                f"{f50:>10.4f} {f99:>10.4f} {os.getloadavg()[0]:>5.1f}"
             )
         print(
             "worker CPU µs/tick includes its share of scoring, producing scores, checkpoints and Redis calls; "
-            f"1e6 / it is the ticks/s one core sustains. Load average now: {os.getloadavg()[0]:.1f}"
+            "1e6 / it is the ticks/s one core sustains. 1-hop: the baseline, the same ticks at the same rate "
+            "through the broker to a plain consumer and nothing else (a score crosses the broker twice)."
         )
 
 
@@ -319,6 +385,15 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=200)
     ap.add_argument("--window", type=int, default=16, help="window of the test model when no --model-dir")
     ap.add_argument("--model-dir", type=Path, default=None, help="a models root holding market/<version>/")
+    ap.add_argument("--no-floor", dest="floor", action="store_false", help="skip the one-hop broker baseline")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=lambda kv: tuple(kv.split("=", 1)),
+        metavar="RMAD_NAME=VALUE",
+        help="a worker setting for this run (repeatable), e.g. --set RMAD_SCORING_INLINE_INFERENCE_MS=0",
+    )
     asyncio.run(amain(ap.parse_args()))
 
 

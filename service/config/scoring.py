@@ -21,6 +21,13 @@ class ScoringSettings(BaseModel):
     scoring_fetch_max_wait_ms: int = Field(
         default=10, ge=0, le=5000, description="broker-side fetch wait of the worker's consumer (latency vs idle polls)"
     )
+    scoring_inline_inference_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="run a batch on the event loop when its predicted inference time is at most this (0: always "
+        "in a thread)",
+    )
     scoring_poll_records: int = Field(default=2000, ge=1, description="max records taken per poll")
     scoring_bar_interval_ms: int | None = Field(
         default=None, ge=1, description="trade bar interval; default: the manifest's bar_interval_s"

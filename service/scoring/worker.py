@@ -187,6 +187,7 @@ class ScoringWorker:
         self.chain_model: LoadedModel | None = None
         self._chain_rings: dict[str, deque[np.ndarray]] = {}
         self._chain_policy: dict[str, KeyAlertState] = {}
+        self._infer_cost: dict[tuple[str, str], float] = {}  # (model, version) -> EWMA seconds per window
 
     # ------------------------------------------------------------------ lifecycle
     def _geometry_of(self, model: LoadedModel) -> _Geometry:
@@ -725,9 +726,7 @@ class ScoringWorker:
             return
         cs = self._centre_store(model) if self.online_centres else None
         centres = await cs.current() if cs is not None else model.artifact.centres
-        results = await asyncio.to_thread(
-            self.scorer.score_windows, self.model_name, [w.features for w in batch], centres=centres, model=model
-        )
+        results = await self._infer(model, [w.features for w in batch], centres)
         now_ms = int(time.time() * 1000)
         names = model.artifact.manifest.features.names
         normal = model.artifact.normal
@@ -808,6 +807,33 @@ class ScoringWorker:
                 q = self._pending.get(w.tp)
                 if q:
                     q.popleft()
+
+    async def _infer(self, model: LoadedModel, windows: list[np.ndarray], centres: np.ndarray) -> list[WindowResult]:
+        """Run the model on a batch: on the event loop when it is predicted to take at most
+        `scoring_inline_inference_ms`, else in a thread.
+
+        Why both: a thread lets a long batch (the trained model costs about 1 ms per window) run while the loop keeps
+        consuming, but a hop costs a GIL hand-over each way, which under CPU contention was seen to add tens of
+        milliseconds to batches that compute in one; small batches are cheaper inline. The prediction is the
+        per-window time of recent batches of this model version (an EWMA), so it follows the model and machine."""
+        key = (model.name, model.version)
+        per_window = self._infer_cost.get(key)
+        spent = [0.0]
+
+        def run() -> list[WindowResult]:
+            t0 = time.perf_counter()  # the compute alone, not the hop: that is what the prediction is about
+            try:
+                return self.scorer.score_windows(self.model_name, windows, centres=centres, model=model)
+            finally:
+                spent[0] = time.perf_counter() - t0
+
+        if per_window is not None and per_window * len(windows) <= self.s.scoring_inline_inference_ms / 1000:
+            results = run()
+        else:
+            results = await asyncio.to_thread(run)
+        took = spent[0] / max(len(windows), 1)
+        self._infer_cost[key] = took if per_window is None else 0.8 * per_window + 0.2 * took
+        return results
 
     def _policy_state(self, key: str, local: dict[str, _Mark]) -> KeyAlertState:
         """The key's alert state for this batch: its batch-local copy, else a copy of the committed one."""
