@@ -97,6 +97,17 @@ class CrossVenueMonitor:
     def alpha(self) -> float:
         return float(1.0 - 0.5 ** (1.0 / self.half_life_bars))
 
+    def remember(self, group: str, key: str, rank: int, bar_end_ms: int, close: float) -> None:
+        """A member's close seen by another worker (service/scoring/closes.py): kept like one's own, so the next
+        `observe` of a member at that bar end compares against it. It makes no comparison itself."""
+        if not (close > 0 and math.isfinite(close)):
+            return
+        own = self._last.setdefault(group, {}).setdefault(key, (rank, {}))[1]
+        if bar_end_ms not in own:
+            own[bar_end_ms] = close
+            if len(own) > self.history_bars:
+                del own[min(own)]
+
     def observe(self, key: str, bar_end_ms: int, close: float) -> list[Dislocation]:
         """Record one bar close; return the dislocations it reveals against members at the same bar end."""
         if not (close > 0 and math.isfinite(close)):

@@ -34,6 +34,7 @@ from service.scoring import metrics
 from service.scoring.alerts import AlertPolicy, KeyAlertState, build_alert, classify, tiers
 from service.scoring.batcher import MicroBatcher
 from service.scoring.centres import CentreStore
+from service.scoring.closes import CloseExchange
 from service.scoring.crossvenue import CrossVenueMonitor, Dislocation
 from service.scoring.delivery import AlertDelivery
 from service.scoring.registry import LoadedModel, ModelNotFoundError, ModelRegistry
@@ -187,7 +188,8 @@ class ScoringWorker:
         self.chain_model: LoadedModel | None = None
         self._chain_rings: dict[str, deque[np.ndarray]] = {}
         self._chain_policy: dict[str, KeyAlertState] = {}
-        self._infer_cost: dict[tuple[str, str], float] = {}  # (model, version) -> EWMA seconds per window
+        self._infer_cost: dict[tuple[str, str], float] = {}
+        self._closes: CloseExchange | None = None  # (model, version) -> EWMA seconds per window
 
     # ------------------------------------------------------------------ lifecycle
     def _geometry_of(self, model: LoadedModel) -> _Geometry:
@@ -726,6 +728,13 @@ class ScoringWorker:
             return
         cs = self._centre_store(model) if self.online_centres else None
         centres = await cs.current() if cs is not None else model.artifact.centres
+        if self.crossvenue is not None and self._geometry is not None:
+            # the other members' closes at these bar ends, whichever worker scored them (closes.py)
+            if self._closes is None:
+                ttl = self.crossvenue.history_bars * self._geometry.bar_interval_ms
+                self._closes = CloseExchange(self.state, self.s.scoring_group_id, ttl)
+            for p in await self._closes.share([(w.key, w.window_end_ms, w.close) for w in batch]):
+                self.crossvenue.remember(p.group, p.key, p.rank, p.bar_end_ms, p.close)
         results = await self._infer(model, [w.features for w in batch], centres)
         now_ms = int(time.time() * 1000)
         names = model.artifact.manifest.features.names
