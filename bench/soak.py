@@ -19,9 +19,16 @@ Printed at the end:
 - RSS of each process once warm (after `--warmup` s) and at the end: target growth under 10 % for the service's
   processes (ingest, workers, api); the broker and Redis are listed too, but Tansu's memory storage holds every
   record in RAM, so its growth is the retained data, not a leak;
+- while running, every 10 s: ticks, scores, alerts and each worker's consumer lag and queue; every `--rss-every`
+  s (default 60) the RSS of each service process and the load average (also in the JSON as `rss_series_mb`), so
+  a steady climb (a leak) can be told from a step during a burst that stays flat afterwards (a high-water mark);
 - tick-to-alert-delivered p99: the worker's tick->scored p99 (closing tick's ingest time to the score, its
   rmad_worker_end_to_end_seconds histogram) plus the alert created->delivered p99 measured at the subscribers;
   the sum bounds the p99 of the whole path (target <= 100 ms).
+`--tracemalloc [NAMES]` runs the named processes (default all) with allocation tracing (bench/tracemem): the
+growth of Python allocations from the warm mark to the end, top 25 by traceback, lands in
+`<logs>/<name>.tracemalloc.txt`. Tracing slows a process several times and each snapshot stalls it for up to a
+minute on a loaded machine, so its latency figures are void; use it to find what grows, not to measure.
 Everything shares this machine's cores: on a small shared machine the rate it can hold is the machine's, not the
 service's; the achieved tick rate and the load average are printed so the figures can be read in that light.
 """
@@ -113,16 +120,37 @@ class Proc:
     proc: subprocess.Popen[bytes]
     port: int
     rss: list[float] = field(default_factory=list)
+    traced: bool = False  # runs bench/tracemem (SIGUSR1 writes its allocation report; untraced, SIGUSR1 kills)
 
 
-def spawn(name: str, role: str, env: dict[str, str], logdir: Path, *args: str) -> Proc:
+def spawn(name: str, role: str, env: dict[str, str], logdir: Path, *args: str, into: list[Proc]) -> Proc:
     port = free_port()
     e = {**env, "RMAD_PORT": str(port), "RMAD_HOST": "127.0.0.1"}
+    traced = e.pop("RMAD_TRACEMALLOC", "").split(",")
+    if name in traced or "all" in traced:  # --tracemalloc: bench/tracemem/sitecustomize.py writes on SIGUSR1, exit
+        e["RMAD_TRACEMALLOC"] = str(logdir / f"{name}.tracemalloc.txt")
+        e["PYTHONPATH"] = f"{ROOT / 'bench' / 'tracemem'}{os.pathsep}{env['PYTHONPATH']}"
     fh = (logdir / f"{name}.log").open("ab")
     p = subprocess.Popen(
         [sys.executable, "-m", "service.cli", role, *args], env=e, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT
     )
-    return Proc(name, p, port)
+    into.append(Proc(name, p, port, traced="RMAD_TRACEMALLOC" in e))
+    return into[-1]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _reap(procs: list[Proc]) -> None:
+    """SIGKILL whatever is still running (the normal path has already stopped everything with SIGTERM)."""
+    for p in procs:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait(10)
 
 
 async def wait_ready(p: Proc, within_s: float = 120.0) -> None:
@@ -184,95 +212,133 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     rate_scale = max(0.05, args.rate / base)
     print(f"soak: {args.duration:g} s at ~{args.rate:g} ticks/s (rate_scale {rate_scale:.1f}), logs in {work}")
     model_dir = calibrate(work, rate_scale)
+    spawned: list[Proc] = []
     with test_servers() as sv:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RMAD_")}
-        env.update(
-            {
-                "PYTHONPATH": str(ROOT),
-                "RMAD_ENV": "development",
-                "RMAD_LOG_LEVEL": "WARNING",
-                "RMAD_KAFKA_BOOTSTRAP_SERVERS": sv.kafka_bootstrap,
-                "RMAD_REDIS_URL": sv.redis_url,
-                "RMAD_REDIS_KEY_PREFIX": f"soak{unique}:",
-                "RMAD_TOPIC_PARTITIONS": "6",
-                "RMAD_KAFKA_LINGER_MS": "5",
-                "RMAD_MODEL_DIR": str(model_dir),
-                "RMAD_MODEL_RELOAD_INTERVAL_S": "0",
-                "RMAD_SCORING_GROUP_ID": f"soak-workers-{unique}",
-                "RMAD_SCORING_WARMUP_BARS": str(WARMUP_BARS),
-                "RMAD_ALERT_COOLDOWN_S": "0",
-                "RMAD_SIM_SPEED": "1",
-                "RMAD_SIM_BACKFILL_S": "0",
-                "RMAD_SIM_RATE_SCALE": f"{rate_scale:.4f}",
-                "RMAD_SIM_FIRST_ANOMALY_S": "20",
-                "RMAD_SIM_ANOMALY_EVERY_S": "45",
-                "RMAD_API_RATE_BURST": "100000",
-                "RMAD_API_RATE_PER_S": "100000",
-                "RMAD_API_STREAM_QUEUE": "10000",
-            }
-        )
-        for name in ("trades", "books", "bars", "chain", "scores", "alerts", "dead_letters", "sim_labels"):
-            env[f"RMAD_TOPIC_{name.upper()}"] = f"soak-{name}-{unique}"
-        bus = KafkaBus(KafkaOptions(sv.kafka_bootstrap, linger_ms=5))
-        from service.settings import load_settings
-
-        s = load_settings(
-            **{k.removeprefix("RMAD_").lower(): v for k, v in env.items() if k.startswith("RMAD_") and "SIM" not in k}
-        )
-        await bus.create_topics(standard_topics(s))
-        servers = {srv.name: srv.pid for srv in sv.owned}
-        api = spawn("api", "api", env, work)
-        workers = [spawn(f"worker{i + 1}", "worker", env, work) for i in range(args.workers)]
-        for p in (api, *workers):
-            await wait_ready(p)
-        stop_subs = asyncio.Event()
-        got: list[list[tuple[str, int, int]]] = [[] for _ in range(args.subscribers)]
-        url = f"ws://127.0.0.1:{api.port}/v1/alerts/stream?api_key=rmad-dev-key"
-        subs = [asyncio.create_task(subscriber(url, g, stop_subs)) for g in got]
-        topic_out: dict[str, Any] = {"scores": 0, "alerts": []}
-        stop_reader = asyncio.Event()
-        reader = asyncio.create_task(topic_reader(bus, (s.topic_scores, s.topic_alerts), topic_out, stop_reader))
-        await asyncio.sleep(3)  # subscribers connected before the first tick
-        ingest = spawn("ingest", "ingest", env, work, "--source", "simulator")
-        procs = [ingest, *workers, api]
-        t0 = time.monotonic()
-        await wait_ready(ingest)
-        await asyncio.sleep(min(args.warmup, args.duration / 2))
-        e2e_start = "".join(_scrape(w.port) for w in workers)
-        ticks_start = _ticks(_scrape(ingest.port))
-        t_warm = time.monotonic()
-        for p in procs:
-            p.rss.append(rss_mb(p.proc.pid))
-        server_rss0 = {n: rss_mb(pid) for n, pid in servers.items()}
-        while time.monotonic() - t0 < args.duration:
-            await asyncio.sleep(min(10.0, max(0.1, args.duration - (time.monotonic() - t0))))
-            el = time.monotonic() - t0
-            print(
-                f"  {el:5.0f} s: {_ticks(_scrape(ingest.port)):,.0f} ticks, {topic_out['scores']:,} scores, "
-                f"{len(topic_out['alerts'])} alerts, load {os.getloadavg()[0]:.1f}",
-                flush=True,
+        try:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("RMAD_")}
+            env.update(
+                {
+                    "PYTHONPATH": str(ROOT),
+                    "RMAD_ENV": "development",
+                    "RMAD_LOG_LEVEL": "WARNING",
+                    "RMAD_KAFKA_BOOTSTRAP_SERVERS": sv.kafka_bootstrap,
+                    "RMAD_REDIS_URL": sv.redis_url,
+                    "RMAD_REDIS_KEY_PREFIX": f"soak{unique}:",
+                    "RMAD_TOPIC_PARTITIONS": "6",
+                    "RMAD_KAFKA_LINGER_MS": "5",
+                    "RMAD_MODEL_DIR": str(model_dir),
+                    "RMAD_MODEL_RELOAD_INTERVAL_S": "0",
+                    "RMAD_SCORING_GROUP_ID": f"soak-workers-{unique}",
+                    "RMAD_SCORING_WARMUP_BARS": str(WARMUP_BARS),
+                    "RMAD_ALERT_COOLDOWN_S": "0",
+                    "RMAD_SIM_SPEED": "1",
+                    "RMAD_SIM_BACKFILL_S": "0",
+                    "RMAD_SIM_RATE_SCALE": f"{rate_scale:.4f}",
+                    "RMAD_SIM_FIRST_ANOMALY_S": "20",
+                    "RMAD_SIM_ANOMALY_EVERY_S": "45",
+                    "RMAD_API_RATE_BURST": "100000",
+                    "RMAD_API_RATE_PER_S": "100000",
+                    "RMAD_API_STREAM_QUEUE": "10000",
+                }
             )
-        ticks_end = _ticks(_scrape(ingest.port))
-        t_end = time.monotonic()
-        for p in procs:
-            p.rss.append(rss_mb(p.proc.pid))
-        server_rss1 = {n: rss_mb(pid) for n, pid in servers.items()}
-        e2e_end = "".join(_scrape(w.port) for w in workers)
-        # drain: stop input, let the workers and the api deliver what is in flight
-        ingest.proc.send_signal(signal.SIGTERM)
-        ingest.proc.wait(30)
-        await asyncio.sleep(5)
-        for w in workers:
-            w.proc.send_signal(signal.SIGTERM)
-        for w in workers:
-            w.proc.wait(30)
-        await asyncio.sleep(3)
-        stop_subs.set()
-        stop_reader.set()
-        await asyncio.gather(*subs, reader, return_exceptions=True)
-        api.proc.send_signal(signal.SIGTERM)
-        api.proc.wait(30)
-        await bus.close()
+            if args.tracemalloc:
+                env["RMAD_TRACEMALLOC"] = args.tracemalloc
+            for name in ("trades", "books", "bars", "chain", "scores", "alerts", "dead_letters", "sim_labels"):
+                env[f"RMAD_TOPIC_{name.upper()}"] = f"soak-{name}-{unique}"
+            bus = KafkaBus(KafkaOptions(sv.kafka_bootstrap, linger_ms=5))
+            from service.settings import load_settings
+
+            s = load_settings(
+                **{
+                    k.removeprefix("RMAD_").lower(): v
+                    for k, v in env.items()
+                    if k.startswith("RMAD_") and "SIM" not in k
+                }
+            )
+            await bus.create_topics(standard_topics(s))
+            servers = {srv.name: srv.pid for srv in sv.owned}
+            api = spawn("api", "api", env, work, into=spawned)
+            workers = [spawn(f"worker{i + 1}", "worker", env, work, into=spawned) for i in range(args.workers)]
+            for p in (api, *workers):
+                await wait_ready(p)
+            stop_subs = asyncio.Event()
+            got: list[list[tuple[str, int, int]]] = [[] for _ in range(args.subscribers)]
+            url = f"ws://127.0.0.1:{api.port}/v1/alerts/stream?api_key=rmad-dev-key"
+            subs = [asyncio.create_task(subscriber(url, g, stop_subs)) for g in got]
+            topic_out: dict[str, Any] = {"scores": 0, "alerts": []}
+            stop_reader = asyncio.Event()
+            reader = asyncio.create_task(topic_reader(bus, (s.topic_scores, s.topic_alerts), topic_out, stop_reader))
+            await asyncio.sleep(3)  # subscribers connected before the first tick
+            ingest = spawn("ingest", "ingest", env, work, "--source", "simulator", into=spawned)
+            procs = [ingest, *workers, api]
+            t0 = time.monotonic()
+            await wait_ready(ingest)
+            await asyncio.sleep(min(args.warmup, args.duration / 2))
+            e2e_start = "".join(_scrape(w.port) for w in workers)
+            ticks_start = _ticks(_scrape(ingest.port))
+            t_warm = time.monotonic()
+            for p in procs:
+                p.rss.append(rss_mb(p.proc.pid))
+                if p.traced:
+                    p.proc.send_signal(signal.SIGUSR1)  # baseline snapshot
+            server_rss0 = {n: rss_mb(pid) for n, pid in servers.items()}
+            series: dict[str, list[list[float]]] = {p.name: [[round(t_warm - t0), round(p.rss[0], 1)]] for p in procs}
+            next_rss = t_warm
+            while time.monotonic() - t0 < args.duration:
+                await asyncio.sleep(min(10.0, max(0.1, args.duration - (time.monotonic() - t0))))
+                el = time.monotonic() - t0
+                wm = [_scrape(w.port) for w in workers]
+                backlog = ", ".join(
+                    f"{w.name} lag {_gauge_max(m, 'rmad_worker_consumer_lag_seconds'):.1f} s "
+                    f"q {_gauge_max(m, 'rmad_worker_queue_windows'):.0f}"
+                    for w, m in zip(workers, wm, strict=True)
+                )
+                print(
+                    f"  {el:5.0f} s: {_ticks(_scrape(ingest.port)):,.0f} ticks, {topic_out['scores']:,} scores, "
+                    f"{len(topic_out['alerts'])} alerts, {backlog}, load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+                if time.monotonic() >= next_rss + args.rss_every:
+                    next_rss += args.rss_every
+                    for p in procs:
+                        series[p.name].append([round(el), round(rss_mb(p.proc.pid), 1)])
+                    print(
+                        f"  {el:5.0f} s: RSS MB "
+                        + ", ".join(f"{p.name} {series[p.name][-1][1]:.0f}" for p in procs)
+                        + f", load {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
+                        flush=True,
+                    )
+            ticks_end = _ticks(_scrape(ingest.port))
+            t_end = time.monotonic()
+            e2e_end = "".join(_scrape(w.port) for w in workers)  # before a traced worker stalls in its snapshot
+            for p in procs:
+                p.rss.append(rss_mb(p.proc.pid))
+                if p.traced:
+                    p.proc.send_signal(signal.SIGUSR1)  # difference from the baseline, before the drain
+            for p in procs:  # a snapshot of a few hundred MB takes a minute or more on a loaded 2-core machine
+                report = work / f"{p.name}.tracemalloc.txt"
+                for _ in range(150 if p.traced else 0):
+                    if "top 25" in _read(report):
+                        break
+                    await asyncio.sleep(2)
+            server_rss1 = {n: rss_mb(pid) for n, pid in servers.items()}
+            # drain: stop input, let the workers and the api deliver what is in flight
+            ingest.proc.send_signal(signal.SIGTERM)
+            ingest.proc.wait(30)
+            await asyncio.sleep(5)
+            for w in workers:
+                w.proc.send_signal(signal.SIGTERM)
+            for w in workers:
+                w.proc.wait(30)
+            await asyncio.sleep(3)
+            stop_subs.set()
+            stop_reader.set()
+            await asyncio.gather(*subs, reader, return_exceptions=True)
+            api.proc.send_signal(signal.SIGTERM)
+            api.proc.wait(30)
+            await bus.close()
+        finally:
+            _reap(spawned)  # on a failure too: no service process outlives the soak (and its broker)
 
     topic_ids = topic_out["alerts"]
     out_ids = set(topic_ids)
@@ -300,6 +366,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         "duplicates": dup,
         "rss_mb": {n: [round(v, 1) for v in vals] for n, vals in rss.items()},
         "rss_growth_pct": {n: round(100 * (v[1] - v[0]) / v[0], 1) if v[0] else None for n, v in rss.items()},
+        "rss_series_mb": series,
         "tick_to_scored_p50_p99_ms": [round(e50 * 1000, 1), round(e99 * 1000, 1)],
         "alert_created_to_delivered_p50_p99_ms": [round(float(dq[0]) * 1000, 1), round(float(dq[1]) * 1000, 1)],
         "tick_to_alert_delivered_p99_ms_bound": round((e99 + float(dq[1])) * 1000, 1),
@@ -317,6 +384,12 @@ def _ticks(metrics_text: str) -> float:
     return total
 
 
+def _gauge_max(metrics_text: str, name: str) -> float:
+    """The largest sample of a gauge over its label sets (0 if absent)."""
+    vals = [float(line.rpartition(" ")[2]) for line in metrics_text.splitlines() if line.startswith(name)]
+    return max(vals, default=0.0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=600.0, help="seconds of simulated market (default 600)")
@@ -324,6 +397,18 @@ def main() -> None:
     ap.add_argument("--subscribers", type=int, default=50)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--warmup", type=float, default=60.0, help="seconds before the RSS and rate baseline")
+    ap.add_argument(
+        "--tracemalloc",
+        nargs="?",
+        const="all",
+        metavar="NAMES",
+        help="trace allocations (tracemalloc, 8 frames: slows a process 2-4x) in the named processes (comma-separated"
+        " ingest, worker1, worker2, api; default all); growth from warm to end is written to "
+        "<logs>/<name>.tracemalloc.txt",
+    )
+    ap.add_argument(
+        "--rss-every", type=float, default=60.0, help="seconds between RSS samples of each process (default 60)"
+    )
     args = ap.parse_args()
     result = asyncio.run(amain(args))
     print(json.dumps(result, indent=2))
