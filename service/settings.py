@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from service.config.api import ApiSettings
 from service.config.chain import ChainSettings
 from service.config.ingest import IngestSettings
+from service.config.kafka import KafkaFetchSettings
 from service.config.model import ModelSettings
 from service.config.scoring import ScoringSettings
 
@@ -48,6 +49,7 @@ class Settings(
     ModelSettings,
     ScoringSettings,
     ApiSettings,
+    KafkaFetchSettings,
     BaseSettings,
 ):
     """All runtime configuration. Unset Kafka/Redis means the embedded in-process bus/state."""

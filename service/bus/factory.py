@@ -27,6 +27,8 @@ def kafka_options(settings: Settings) -> KafkaOptions:
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         max_poll_records=settings.kafka_max_poll_records,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        fetch_max_bytes=settings.kafka_fetch_max_bytes,
+        max_partition_fetch_bytes=settings.kafka_max_partition_fetch_bytes,
         auto_offset_reset=settings.kafka_auto_offset_reset,
         default_partitions=settings.topic_partitions,
         replication_factor=settings.topic_replication_factor,

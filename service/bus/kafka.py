@@ -54,6 +54,8 @@ class KafkaOptions:
     heartbeat_interval_ms: int = 3_000
     max_poll_records: int = 2_000
     fetch_max_wait_ms: int = 500
+    fetch_max_bytes: int = 50 * 1024 * 1024  # aiokafka's defaults; they bound what a lagging consumer holds
+    max_partition_fetch_bytes: int = 1024 * 1024
     auto_offset_reset: str = "earliest"
     default_partitions: int = 6
     replication_factor: int = 1
@@ -278,6 +280,8 @@ class KafkaConsumer(Consumer):
             max_poll_records=o.max_poll_records,
             request_timeout_ms=o.request_timeout_ms,
             fetch_max_wait_ms=self._fetch_wait,
+            fetch_max_bytes=o.fetch_max_bytes,
+            max_partition_fetch_bytes=o.max_partition_fetch_bytes,
         )
         try:
             await self._c.start()
