@@ -241,6 +241,10 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
                     "RMAD_API_STREAM_QUEUE": "10000",
                 }
             )
+            for name, value in args.set:
+                if not name.startswith("RMAD_"):
+                    raise SystemExit(f"--set {name}: expected RMAD_NAME=VALUE")
+                env[name] = value
             if args.tracemalloc:
                 env["RMAD_TRACEMALLOC"] = args.tracemalloc
             for name in ("trades", "books", "bars", "chain", "scores", "alerts", "dead_letters", "sim_labels"):
@@ -398,6 +402,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--warmup", type=float, default=60.0, help="seconds before the RSS and rate baseline")
     ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=lambda kv: tuple(kv.split("=", 1)),
+        metavar="RMAD_NAME=VALUE",
+        help="a setting for every service process (repeatable), e.g. --set RMAD_KAFKA_MAX_BATCH_BYTES=262144",
+    )
+    ap.add_argument(
         "--tracemalloc",
         nargs="?",
         const="all",
@@ -410,6 +422,8 @@ def main() -> None:
         "--rss-every", type=float, default=60.0, help="seconds between RSS samples of each process (default 60)"
     )
     args = ap.parse_args()
+    # SIGTERM (and SIGINT, which a shell's background job ignores) unwind amain, so its processes and servers stop
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = asyncio.run(amain(args))
     print(json.dumps(result, indent=2))
     ok = result["lost"] == 0 and result["duplicates"] == 0
