@@ -257,7 +257,12 @@ class WindowStore:
         if incomplete and st.last_event_ms:
             b.notify_gap(st.last_event_ms, ts_ms)
         late = b.late_trades
-        bars = b.add_trade(ts_ms, price, size, taker_buy)
+        try:
+            bars = b.add_trade(ts_ms, price, size, taker_buy)
+        except ValueError:  # a trade no bar can hold: leave no trace of it
+            if new:
+                opens.pop(start, None)
+            raise
         if b.late_trades > late:
             self.late_ticks += 1
             if new:
