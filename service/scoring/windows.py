@@ -384,21 +384,9 @@ def apply_event(
 ) -> list[ClosedWindow]:
     """Feed one normalised market event (service.schemas.market) into the store: the one path shared by the
     streaming worker and the offline `rmad score`, so both build identical windows from identical events."""
-    if type(event) is Trade:  # once per tick: the exact type first, isinstance for anything else
-        return store.on_trade(
-            f"{event.venue}:{event.symbol}",
-            event.event_time_ms,
-            float(event.price),
-            float(event.size),
-            event.side == "buy",
-            ingest_ms=event.ingest_time_ms if ingest_ms is None else ingest_ms,
-            offset=offset,
-            tp=tp,
-            incomplete=event.incomplete,
-        )
     if isinstance(event, Trade):
         return store.on_trade(
-            event.key,
+            f"{event.venue}:{event.symbol}",
             event.event_time_ms,
             float(event.price),
             float(event.size),
