@@ -378,6 +378,18 @@ async def amain(args: argparse.Namespace) -> None:
         )
 
 
+def add_set_option(ap: argparse.ArgumentParser, help_text: str) -> None:
+    """`--set RMAD_NAME=VALUE` (repeatable): settings passed to the service processes a bench starts."""
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=lambda kv: tuple(kv.split("=", 1)),
+        metavar="RMAD_NAME=VALUE",
+        help=help_text,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rates", type=lambda v: [int(x) for x in v.split(",")], default=[5000, 20000, 50000])
@@ -386,14 +398,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=16, help="window of the test model when no --model-dir")
     ap.add_argument("--model-dir", type=Path, default=None, help="a models root holding market/<version>/")
     ap.add_argument("--no-floor", dest="floor", action="store_false", help="skip the one-hop broker baseline")
-    ap.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        type=lambda kv: tuple(kv.split("=", 1)),
-        metavar="RMAD_NAME=VALUE",
-        help="a worker setting for this run (repeatable), e.g. --set RMAD_SCORING_INLINE_INFERENCE_MS=0",
-    )
+    add_set_option(ap, "a worker setting for this run (repeatable), e.g. --set RMAD_SCORING_INLINE_INFERENCE_MS=0")
     asyncio.run(amain(ap.parse_args()))
 
 

@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from bench.pipeline import _hist_quantiles, _scrape
+from bench.pipeline import _hist_quantiles, _scrape, add_set_option
 from service.bus.factory import standard_topics
 from service.bus.kafka import KafkaBus, KafkaOptions
 from tests.servers import free_port, test_servers
@@ -401,14 +401,7 @@ def main() -> None:
     ap.add_argument("--subscribers", type=int, default=50)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--warmup", type=float, default=60.0, help="seconds before the RSS and rate baseline")
-    ap.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        type=lambda kv: tuple(kv.split("=", 1)),
-        metavar="RMAD_NAME=VALUE",
-        help="a setting for every service process (repeatable), e.g. --set RMAD_KAFKA_MAX_BATCH_BYTES=262144",
-    )
+    add_set_option(ap, "a setting for every service process (repeatable), e.g. --set RMAD_KAFKA_MAX_BATCH_BYTES=262144")
     ap.add_argument(
         "--tracemalloc",
         nargs="?",

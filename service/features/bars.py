@@ -102,9 +102,6 @@ class TradeBarBuilder:
         self._gaps: list[tuple[int, int]] = []
         self.late_trades = 0
 
-    def _bar_start(self, ts_ms: int) -> int:
-        return ts_ms - ts_ms % self.interval_ms
-
     def add_trade(
         self,
         ts_ms: int,

@@ -100,10 +100,13 @@ class CrossVenueMonitor:
     def remember(self, group: str, key: str, rank: int, bar_end_ms: int, close: float) -> None:
         """A member's close seen by another worker (service/scoring/closes.py): kept like one's own, so the next
         `observe` of a member at that bar end compares against it. It makes no comparison itself."""
-        if not (close > 0 and math.isfinite(close)):
-            return
+        if close > 0 and math.isfinite(close):
+            self._keep(group, key, rank, bar_end_ms, close, overwrite=False)
+
+    def _keep(self, group: str, key: str, rank: int, bar_end_ms: int, close: float, overwrite: bool = True) -> None:
+        """Hold one member's close at a bar end, at most `history_bars` per member (the oldest bar end goes)."""
         own = self._last.setdefault(group, {}).setdefault(key, (rank, {}))[1]
-        if bar_end_ms not in own:
+        if overwrite or bar_end_ms not in own:
             own[bar_end_ms] = close
             if len(own) > self.history_bars:
                 del own[min(own)]
@@ -114,11 +117,8 @@ class CrossVenueMonitor:
             return []
         out: list[Dislocation] = []
         for group, rank in groups_of(key):
-            members = self._last.setdefault(group, {})
-            own = members.setdefault(key, (rank, {}))[1]
-            own[bar_end_ms] = close
-            if len(own) > self.history_bars:
-                del own[next(iter(own))]
+            self._keep(group, key, rank, bar_end_ms, close)
+            members = self._last[group]
             for other, (orank, closes) in members.items():
                 px = closes.get(bar_end_ms) if other != key else None
                 if px is None:

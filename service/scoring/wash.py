@@ -11,8 +11,10 @@ raise a signal (typed as a volume surge: volume that is not real trading interes
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable
 from dataclasses import dataclass, field
+from decimal import Decimal
+
+Number = float | Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +35,9 @@ class WashSignal:
 
 @dataclass(slots=True)
 class _Key:
-    # (ts, price, size, buy) of unmatched prints within the last pair_ms; price and size as given (exact Decimals
-    # from the schema compare exactly, with no string formatting per tick)
-    recent: deque[tuple[int, Hashable, Hashable, bool]] = field(default_factory=deque)
+    # (ts, price, size, buy) of unmatched prints within the last pair_ms; price and size as given, compared exactly
+    # (no string formatting per tick)
+    recent: deque[tuple[int, Number, Number, bool]] = field(default_factory=deque)
     # the window's volume in buckets of `bucket_ms`: [bucket start, volume, matched volume, pairs]; one entry per
     # bucket rather than per print keeps a busy key's window short
     volume: deque[list[float]] = field(default_factory=deque)
@@ -56,11 +58,9 @@ class WashMonitor:
     max_recent: int = 256  # unmatched prints kept per key (a pathological burst cannot make matching O(n))
     _keys: dict[str, _Key] = field(default_factory=dict)
 
-    def observe(
-        self, key: str, ts: int, price: Hashable, size: Hashable, buy: bool, qty: float | None = None
-    ) -> WashSignal | None:
-        """One print; `price` and `size` are compared exactly (Decimals or strings), `qty` is the size as a float
-        (computed from `size` when not given)."""
+    def observe(self, key: str, ts: int, price: Number, size: Number, buy: bool) -> WashSignal | None:
+        """One print; `price` and `size` are compared exactly as given (the worker's floats parsed from the
+        exchange's decimal strings, or Decimals)."""
         st = self._keys.get(key)
         if st is None:
             if len(self._keys) >= self.max_keys:
@@ -82,7 +82,7 @@ class WashMonitor:
             recent.append((ts, price, size, buy))
             if len(recent) > self.max_recent:
                 recent.popleft()
-        q = float(size) if qty is None else qty  # type: ignore[arg-type]
+        q = float(size)
         vol = st.volume
         b0 = ts - ts % self.bucket_ms
         if vol and vol[-1][0] >= b0:

@@ -188,8 +188,8 @@ class ScoringWorker:
         self.chain_model: LoadedModel | None = None
         self._chain_rings: dict[str, deque[np.ndarray]] = {}
         self._chain_policy: dict[str, KeyAlertState] = {}
-        self._infer_cost: dict[tuple[str, str], float] = {}
-        self._closes: CloseExchange | None = None  # (model, version) -> EWMA seconds per window
+        self._infer_cost: dict[tuple[str, str], float] = {}  # (model, version) -> EWMA seconds per window
+        self._closes: CloseExchange | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def _geometry_of(self, model: LoadedModel) -> _Geometry:
@@ -435,7 +435,7 @@ class ScoringWorker:
                     )
                     ingest = tick.ingest_time_ms
                     if wash is not None:
-                        sig = wash.observe(key, ts, tick.price, tick.size, buy, tick.size)
+                        sig = wash.observe(key, ts, tick.price, tick.size, buy)
                         if sig is not None:
                             self._wash_signals.append((sig, tp))
                             self._held.setdefault(tp, []).append(r.offset)
