@@ -14,11 +14,11 @@ import hmac
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from fastapi import HTTPException, Request, Security, status
+from fastapi import HTTPException, status
 from fastapi.security import APIKeyHeader
 
 from service.api.metrics import RATE_LIMITED
@@ -453,21 +453,3 @@ async def authenticate(keys: KeyStore, limiter: RateLimiter, key: str | None, sc
             headers={"Retry-After": str(decision.retry_after_s)},
         )
     return principal
-
-
-def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that admits only keys holding `scope` (admin holds every scope) and within their rate."""
-
-    async def dependency(request: Request, header_key: str | None = Security(api_key_header)) -> Principal:
-        from service.api.context import api_context
-
-        ctx = api_context(request.app)
-        key = header_key or presented_key(dict(request.headers), dict(request.query_params))
-        try:
-            return await authenticate(ctx.keys, ctx.limiter, key, scope)
-        except AuthError as err:
-            headers = {"WWW-Authenticate": "ApiKey"} if err.status_code == 401 else None
-            raise HTTPException(err.status_code, detail=err.detail, headers=headers) from None
-
-    dependency.__name__ = f"require_{scope.value}"
-    return dependency

@@ -16,7 +16,8 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Response
 from fastapi.exceptions import RequestValidationError
 
-from service.api.auth import Principal, Scope, require
+from service.api.access import require
+from service.api.auth import Principal, Scope
 from service.api.metrics import SCORE_REQUESTS
 from service.api.models import (
     BatchIn,
