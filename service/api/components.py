@@ -8,7 +8,6 @@ import argparse
 from service.api.context import context_for
 from service.api.followers import AlertLogFollower, ScoresFollower, TapeFollower
 from service.api.scoring import ModelsComponent
-from service.components import register
 from service.runtime import Component, Runtime
 
 
@@ -25,5 +24,3 @@ def build_api(runtime: Runtime, _args: argparse.Namespace) -> list[Component]:
     parts.append(ctx.dispatcher)
     return parts
 
-
-register("api", build_api)
