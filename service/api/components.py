@@ -23,4 +23,3 @@ def build_api(runtime: Runtime, _args: argparse.Namespace) -> list[Component]:
     parts.append(ctx.hub)
     parts.append(ctx.dispatcher)
     return parts
-

@@ -120,4 +120,3 @@ def build_ingest(runtime: Runtime, args: argparse.Namespace) -> list[Component]:
         return build_sources(runtime, spec)
     except (SourceError, ValueError) as exc:
         raise SystemExit(f"rmad: {exc}") from None
-

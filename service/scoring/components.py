@@ -10,4 +10,3 @@ from service.scoring.worker import ScoringWorker
 
 def build_worker(runtime: Runtime, args: argparse.Namespace) -> list[Component]:
     return [ScoringWorker(runtime.settings, runtime.bus, runtime.state)]
-

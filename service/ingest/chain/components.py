@@ -91,4 +91,3 @@ def build_chain_components(runtime: Runtime, args: argparse.Namespace) -> list[C
     for node in nodes:
         out.append(ChainFollower(node, publisher, runtime.state, follower_config(settings, node.chain)))
     return out
-
