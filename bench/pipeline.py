@@ -40,14 +40,14 @@ import msgspec
 import numpy as np
 import orjson
 
+from harness.scenario import WorkerProcess, worker_env
+from harness.servers import test_servers
 from service.bus.factory import standard_topics
 from service.bus.kafka import KafkaBus, KafkaOptions
 from service.ingest.publisher import MarketPublisher
 from service.ingest.simulator import InstrumentSpec, MarketSimulator, SimConfig, to_market
 from service.schemas.market import Trade
 from service.settings import load_settings
-from tests.scoring.scenario import WorkerProcess, worker_env
-from tests.servers import test_servers
 
 NATURAL_RATE_PER_KEY = 5.0  # taker orders per simulated second per key (sweeps print a few trades each)
 
@@ -330,7 +330,7 @@ async def broker_floor(rate: int, seconds: float, keys: int, kafka: str, fetch_w
 
 
 def _tiny_model(root: Path, window: int) -> Path:
-    from tests.scoring.modelgen import export_tiny_model
+    from harness.modelgen import export_tiny_model
 
     export_tiny_model(root, window=window, alert=1e9, created_ms=1)
     return root

@@ -70,9 +70,9 @@ async def test_browser_sees_the_pump_alert_in_feed_and_chart(redis_url: str, uni
     playwright = pytest.importorskip("playwright.async_api")
     if CHROMIUM is None:
         pytest.skip("Debian's chromium is not installed (make test installs it)")
+    from harness.modelgen import export_tiny_model
     from service.ingest.simulator import SimConfig, SimulatorSource
     from service.scoring.worker import ScoringWorker
-    from tests.scoring.modelgen import export_tiny_model
 
     models = tmp_path / "models"
     # the contract model scores how far a window's (robust-scaled) features are from the median; the scaling is

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from harness.modelgen import export_tiny_model
 from service.bus.factory import standard_topics
 from service.bus.memory import MemoryBus
 from service.features.chain import (
@@ -23,7 +24,6 @@ from service.schemas.chain import Chain, ChainTx, involved_addresses
 from service.scoring.worker import ScoringWorker
 from service.settings import load_settings
 from service.state.memory import MemoryState
-from tests.scoring.modelgen import export_tiny_model
 
 WEI = 10**18
 
