@@ -15,7 +15,6 @@ from pydantic import ValidationError
 from service.features.chain import (
     ACTIVITY_FEATURES,
     CHAIN_FEATURES,
-    UPDATE_SCRIPT,
     address_features,
     address_keys,
     apply_transactions,
@@ -33,6 +32,7 @@ from service.schemas.chain import Chain, ChainTx, TxInput, TxOutput, involved_ad
 from service.settings import load_settings
 from service.state.memory import MemoryState
 from service.state.redis import RedisState
+from service.state.scripts import UPDATE_SCRIPT
 from tests.ingest.chain.fake_btc import FakeBitcoinCore
 from tests.ingest.chain.fake_eth import FakeEthNode
 from tests.ingest.chain.fakechain import FakeChain
