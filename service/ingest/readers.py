@@ -495,7 +495,7 @@ def read_ws_frames(
         ex, mk = exchange or ex, market or mk
         if ex == "bybit":
             try:
-                from service.ingest.bybit import parse_bybit
+                from service.ingest.bybit_parse import parse_bybit
             except ImportError:
                 raise ReaderError(f"{path}: Bybit frames need service.ingest.bybit.parse_bybit") from None
 
