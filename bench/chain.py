@@ -28,7 +28,7 @@ import orjson
 
 from service.bus.base import Bus, TopicSpec
 from service.bus.memory import MemoryBus
-from service.features.chain import apply_transactions
+from service.features.chain_store import apply_transactions
 from service.ingest.chain.ethereum import parse_block
 from service.ingest.chain.follower import ChainFollower, FollowerConfig
 from service.ingest.chain.node import Block, BlockRef

@@ -1,4 +1,4 @@
-"""Address activity features, kept incrementally in Redis with one atomic script per transaction.
+"""Address activity features: their names, definitions and the exact aggregates both computing paths reduce to.
 
 Why these names: `CHAIN_FEATURES` are spelt exactly like the columns of the Ethereum fraud-accounts dataset
 (../shared/data/ethereum-fraud-accounts/transaction_dataset.csv, trailing space of "max value received " included)
@@ -22,10 +22,8 @@ Definitions (one transaction is split into per-address legs by `legs`):
 - Unique counterparties are HyperLogLog counts in Redis (about 0.8 % standard error, exact for small sets in
   practice) and exact in the in-process store and in `features_from_transactions`.
 
-Ingest applies a block's transactions when the block is `confirmations` deep, so orphaned blocks of ordinary reorgs
-never reach these aggregates (min/max and HyperLogLog cannot be un-applied). Each transaction is applied at most
-once: the script first sets `chain:feat:<chain>:applied:<tx hash>` with NX, so a block re-applied after a crash
-adds nothing.
+The incremental path (a state store script per transaction, applied once each) is service.features.chain_store;
+`features_from_transactions` here recomputes the same features from scratch and is what it is tested against.
 """
 
 from __future__ import annotations
@@ -34,14 +32,10 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-import orjson
 
 from service.schemas.chain import UNIT_DECIMALS, Chain, ChainTx
-from service.state.base import ScriptCall, StateStore
-from service.state.scripts.chain_features import READ_SCRIPT, UPDATE_SCRIPT
 
 #: Columns of the fraud-accounts dataset this module computes, in the dataset's order (model inputs).
 CHAIN_FEATURES: tuple[str, ...] = (
@@ -95,8 +89,8 @@ def signed_log1p(x: np.ndarray) -> np.ndarray:
     return out
 
 
-_LONGEST_WINDOW_MS = max(s for _, s in WINDOWS_S) * 1000
-_GWEI = 10**9  # sums are kept as two int64 halves (value // 1e9, value % 1e9) so HINCRBY never overflows
+LONGEST_WINDOW_MS = max(s for _, s in WINDOWS_S) * 1000
+GWEI = 10**9  # sums are kept as two int64 halves (value // 1e9, value % 1e9) so HINCRBY never overflows
 
 
 # ----------------------------------------------------------------------------------------------------------- legs
@@ -292,129 +286,6 @@ def features_from_transactions(txs: Iterable[ChainTx], now_ms: int | None = None
     return out
 
 
-# ------------------------------------------------------------------------------------------ Redis layout + scripts
-def address_prefix(chain: str, address: str) -> str:
-    return f"chain:feat:{chain}:{address}"
-
-
-def address_keys(chain: str, address: str) -> list[str]:
-    """hash of aggregates, HLL sent-to, HLL received-from, window zset out, window zset in."""
-    p = address_prefix(chain, address)
-    return [p, p + ":to", p + ":from", p + ":wout", p + ":win"]
-
-
-def clock_key(chain: str) -> str:
-    return f"chain:feat:{chain}:clock"
-
-
-def applied_key(chain: str, tx_hash: str) -> str:
-    return f"chain:feat:{chain}:applied:{tx_hash}"
-
-
-def update_call(
-    tx: ChainTx,
-    *,
-    applied_ttl_s: int = 6 * 3600,
-    window_ttl_s: int = 2 * 86400,
-) -> ScriptCall | None:
-    """Keys and the one JSON argument of the atomic update for `tx`; None when it touches no address's features.
-
-    Every number travels as a decimal string: Lua numbers are doubles, and wei amounts are not.
-    """
-    chain = tx.chain.value
-    ls = legs(tx)
-    if not ls:
-        return None
-    t = tx.time_ms
-    keys = [applied_key(chain, tx.tx_hash), clock_key(chain)]
-    out_legs: list[dict[str, Any]] = []
-    for leg in ls:
-        keys += address_keys(chain, leg.address)
-        d: dict[str, Any] = {"to": leg.to, "fr": leg.frm}
-        if leg.sent is not None:
-            s = leg.sent
-            d.update(s=str(s), sh=str(s // _GWEI), sl=str(s % _GWEI))
-        if leg.received is not None:
-            rv = leg.received
-            d.update(r=str(rv), rh=str(rv // _GWEI), rl=str(rv % _GWEI))
-        if leg.created:
-            d["c"] = True
-        out_legs.append(d)
-    payload = {
-        "h": tx.tx_hash,
-        "t": str(t),
-        "ttl": str(applied_ttl_s),
-        "cut": str(t - _LONGEST_WINDOW_MS - 1),
-        "wttl": str(window_ttl_s),
-        "legs": out_legs,
-    }
-    return ScriptCall(keys, [orjson.dumps(payload)])
-
-
-async def apply_transaction(state: StateStore, tx: ChainTx, **ttl: int) -> bool:
-    """Apply one transaction atomically; False when it was already applied (or touches no features)."""
-    call = update_call(tx, **ttl)
-    if call is None:
-        return False
-    return bool(await state.run_script(UPDATE_SCRIPT, call.keys, call.args))
-
-
-async def apply_transactions(state: StateStore, txs: Sequence[ChainTx], **ttl: int) -> int:
-    """Apply many transactions in order, one atomic script each, in one batch. Returns how many applied."""
-    calls = [c for c in (update_call(tx, **ttl) for tx in txs) if c is not None]
-    if not calls:
-        return 0
-    return sum(int(r) for r in await state.run_script_batch(UPDATE_SCRIPT, calls))
-
-
-def _int(b: bytes | None) -> int | None:
-    return None if b is None else int(b)
-
-
-def _window(members: Sequence[bytes]) -> list[tuple[int, int]]:
-    out = []
-    for m in members:
-        t, v, _ = m.split(b"|", 2)
-        out.append((int(t), int(v)))
-    return out
-
-
-async def address_features(state: StateStore, chain: str, address: str) -> dict[str, float]:
-    """The live features of one address (`ACTIVITY_FEATURES`; zeros for an address never seen)."""
-    keys = [*address_keys(chain, address), clock_key(chain)]
-    clock, flat, uto, ufrom, wout, win = await state.run_script(READ_SCRIPT, keys, [_LONGEST_WINDOW_MS])
-    h = {
-        (flat[i].decode() if isinstance(flat[i], bytes) else str(flat[i])): flat[i + 1] for i in range(0, len(flat), 2)
-    }
-
-    def n(f: str) -> int:
-        return int(h.get(f, b"0"))
-
-    agg = Aggregate(
-        sent_n=n("sn"),
-        recv_n=n("rn"),
-        created_n=n("cn"),
-        sent_sum=n("sh") * _GWEI + n("sl"),
-        recv_sum=n("rh") * _GWEI + n("rl"),
-        sent_min=_int(h.get("smin")),
-        sent_max=_int(h.get("smax")),
-        recv_min=_int(h.get("rmin")),
-        recv_max=_int(h.get("rmax")),
-        sent_t0=_int(h.get("st0")),
-        sent_t1=_int(h.get("st1")),
-        recv_t0=_int(h.get("rt0")),
-        recv_t1=_int(h.get("rt1")),
-        t0=_int(h.get("t0")),
-        t1=_int(h.get("t1")),
-        uniq_to=int(uto),
-        uniq_from=int(ufrom),
-        out_win=_window(wout),
-        in_win=_window(win),
-    )
-    now = int(clock) if clock else 0
-    return finish(agg, chain, now)
-
-
 def feature_vector(features: dict[str, float], names: Sequence[str] = CHAIN_FEATURES) -> list[float]:
     """The features in model order."""
     return [features[n] for n in names]
@@ -426,17 +297,16 @@ __all__ = [
     "CHAIN_MODEL_LAYOUT",
     "CHAIN_MODEL_TRANSFORM",
     "CHAIN_SPEC_HASH",
+    "GWEI",
+    "LONGEST_WINDOW_MS",
     "SPEC_HASH",
+    "WINDOWS_S",
     "WINDOW_FEATURES",
     "Aggregate",
     "Leg",
-    "address_features",
-    "apply_transaction",
-    "apply_transactions",
     "feature_vector",
     "features_from_transactions",
     "finish",
     "legs",
     "signed_log1p",
-    "update_call",
 ]

@@ -14,11 +14,10 @@ from service.features.chain import (
     CHAIN_FEATURES,
     CHAIN_MODEL_TRANSFORM,
     CHAIN_SPEC_HASH,
-    address_features,
-    apply_transaction,
     feature_vector,
     signed_log1p,
 )
+from service.features.chain_store import address_features, apply_transaction
 from service.features.scaling import RobustScaler
 from service.schemas.chain import Chain, ChainTx, involved_addresses
 from service.scoring.worker import ScoringWorker

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from service.features.chain import address_keys, clock_key, update_call
+from service.features.chain_store import address_keys, clock_key, update_call
 from service.schemas.chain import Chain, ChainTx
 from service.state.base import FieldValue, Script, StateStore
 from service.state.memory import MemoryState

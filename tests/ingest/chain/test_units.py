@@ -12,16 +12,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from service.features.chain import (
-    ACTIVITY_FEATURES,
-    CHAIN_FEATURES,
-    address_features,
-    address_keys,
-    apply_transactions,
-    features_from_transactions,
-    legs,
-    update_call,
-)
+from service.features.chain import ACTIVITY_FEATURES, CHAIN_FEATURES, features_from_transactions, legs
+from service.features.chain_store import address_features, address_keys, apply_transactions, update_call
 from service.ingest.chain import bitcoin, ethereum
 from service.ingest.chain.components import build_chain_components
 from service.ingest.chain.follower import ChainFollower
