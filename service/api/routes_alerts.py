@@ -112,6 +112,12 @@ async def post_feedback(
     if entry is None:
         raise HTTPException(404, detail=f"no alert {alert_id}")
     rec = await ctx.feedback.record(entry, body.verdict.value, body.note, principal.key_id)
+    from service.api.desk import desk_for  # the alert's case (if any) records the verdict too
+
+    cases = desk_for(ctx).cases
+    case_id = await cases.case_of_alert(alert_id)
+    if case_id is not None:
+        await cases.record_feedback(case_id, principal.key_id, alert_id, rec.verdict, rec.note)
     return FeedbackOut(
         alert_id=rec.alert_id,
         verdict=FeedbackVerdict(rec.verdict),
