@@ -208,10 +208,10 @@ async def status_(ctx: Ctx, _: Subscriber) -> StatusOut:
             lags[sample.labels.get("kind", "?")] = round(float(sample.value), 3)
     model_name = fresh["model_name"].decode() if "model_name" in fresh else None
     model_version = fresh["model_version"].decode() if "model_version" in fresh else None
-    if model_version is None:
+    if model_version is None:  # no score yet: the loaded market model (the one the worker scores with)
         for info in ctx.scoring.loaded_models():
-            model_name, model_version = info.name, info.version
-            break
+            if info.name == ctx.settings.model_market:
+                model_name, model_version = info.name, info.version
     return StatusOut(
         parts={n: PartOut(ok=h.ok, detail=h.detail) for n, h in parts.items()},
         ingest_lag_s=ingest_lag,

@@ -7,9 +7,9 @@ scope); `admin` implies both. Every change is recorded with the calling key's id
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +19,7 @@ from service.api.auth import Principal, Scope, require
 from service.api.case_report import render_case_report
 from service.api.cases import FEEDBACK_OF, MAX_NOTE, Case, CaseError, CaseFilter, CaseStatus, Disposition
 from service.api.desk import desk_for
+from service.api.followers import scores_stream
 from service.api.models import Name, Seq
 from service.api.routes_alerts import AUTH_RESPONSES, AlertId, Ctx
 from service.api.simboard import read_labels, score_board
@@ -336,7 +337,11 @@ async def scoreboard(ctx: Ctx, _who: Reader, key: Annotated[Name | None, Query()
     entries, _ = await ctx.alert_log.page(flt, None, 2000, scan_max=20_000)
     if key:
         entries = [e for e in entries if e.alert.get("key") == key]
-    results, false_alarms = score_board(labels, entries, int(time.time() * 1000))
+    frontier: dict[str, int] = {}
+    for k in {lab["key"] for lab in labels}:
+        newest = await ctx.state.xrevrange(scores_stream(k), count=1)
+        frontier[k] = int(orjson.loads(newest[0][1]["json"])["window_end_ms"]) if newest else 0
+    results, false_alarms = score_board(labels, entries, frontier)
     delays = sorted(r.delay_s for r in results if r.delay_s is not None)
     return ScoreboardOut(
         injected=len(results),

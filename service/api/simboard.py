@@ -6,8 +6,9 @@ was caught, how late, what was missed and what fired where nothing was injected.
 
 Matching: an alert detects a label when it is on the label's key and its window ends between the label's start
 and `GRACE_MS` after its end. The delay is measured from the label's onset (the moment a detector should be judged
-from). A label whose grace period has not passed and that has no alert yet is "pending", not missed. An alert on a
-simulated market (from an hour before the first label on) that matches no label is a false alarm.
+from). A label with no alert yet is "pending", not missed, until the key's scores (the frontier of what the worker
+has judged, in event time) are past its grace period: the simulator's backfill runs in the past at high speed. An
+alert on the simulated market (from an hour before the first label on) that matches no label is a false alarm.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class LabelResult:
 
 
 def score_board(
-    labels: list[dict[str, Any]], alerts: list[LogEntry], now_ms: int
+    labels: list[dict[str, Any]], alerts: list[LogEntry], frontier_ms: dict[str, int]
 ) -> tuple[list[LabelResult], list[dict[str, Any]]]:
     """Each label's outcome, and the false alarms (alerts on simulated keys matching no label)."""
     first_start = min((int(lab["start_ms"]) for lab in labels), default=None)
@@ -91,7 +92,7 @@ def score_board(
             delay = (int(hit["window_end_ms"]) - int(lab["onset_ms"])) / 1000
             results.append(LabelResult(lab, "detected", str(hit["id"]), str(hit["anomaly_type"]), delay))
         else:
-            status = "pending" if now_ms <= end + GRACE_MS else "missed"
+            status = "pending" if frontier_ms.get(lab["key"], 0) <= end + GRACE_MS else "missed"
             results.append(LabelResult(lab, status, None, None, None))
     false_alarms = [
         a

@@ -151,6 +151,9 @@ async def test_scoreboard(api: Harness) -> None:
         {"type": "flash_crash", "key": "sim:ETH", "start_ms": now - 900_000, "onset_ms": now - 890_000,
          "end_ms": now - 800_000},
         {"type": "depeg", "key": "sim:USDC", "start_ms": now - 30_000, "onset_ms": now - 20_000, "end_ms": now},
+        # injected an hour ago in simulated time (the backfill), not yet reached by the worker: pending
+        {"type": "pump_and_dump", "key": "sim:BACK", "start_ms": now - 3_600_000, "onset_ms": now - 3_590_000,
+         "end_ms": now - 3_500_000},
     ]  # fmt: skip
     for lab in labels + labels[:1]:  # delivered twice: counted once
         await st.xadd(LABELS_STREAM, {"json": orjson.dumps(lab)})
@@ -159,9 +162,11 @@ async def test_scoreboard(api: Harness) -> None:
     stray = make_alert(2).model_copy(update={"window_end_ms": now - 100_000, "id": "stray1"})
     for a in (hit, stray):
         await api.ctx.alert_log.append(a)
+    for key in ("sim:PUMPUSDT", "sim:ETH", "sim:USDC"):  # the worker has judged each key up to now
+        await st.xadd(f"scores:{key}", {"json": orjson.dumps({"window_end_ms": now, "key": key})})
     r = await api.client.get("/v1/simulator/scoreboard", headers=api.h("subscribe"))
     b = r.json()
-    assert (b["injected"], b["detected"], b["missed"], b["pending"]) == (3, 1, 1, 1), b
+    assert (b["injected"], b["detected"], b["missed"], b["pending"]) == (4, 1, 1, 2), b
     assert b["false_alarms"] == 1 and b["false_alarm_ids"] == ["stray1"] and b["median_delay_s"] == 30.0
     assert {x["status"] for x in b["labels"]} == {"detected", "missed", "pending"}
     one = (await api.client.get("/v1/simulator/scoreboard?key=sim:PUMPUSDT", headers=api.h("subscribe"))).json()
