@@ -863,7 +863,8 @@ class ScoringWorker:
         pkey = f"xv|{d.key}"
         st = self._policy_state(pkey, local)
         thr = self.s.crossvenue_z
-        fired = self.policy.decide(st, d.z, thr, d.bar_end_ms, AnomalyType.DEPEG)
+        kind = AnomalyType.DEPEG if d.is_depeg else AnomalyType.OTHER  # a one-venue move is no de-peg
+        fired = self.policy.decide(st, d.z, thr, d.bar_end_ms, kind)
         local[pkey] = _Mark(d.bar_end_ms, st)
         if w.tp is not None:
             batch_marks.setdefault(w.tp, {})[pkey] = local[pkey].encode()
@@ -879,7 +880,7 @@ class ScoringWorker:
             symbol=symbol,
             window_end_ms=d.bar_end_ms,
             created_ms=int(time.time() * 1000),
-            anomaly_type=AnomalyType.DEPEG,
+            anomaly_type=kind,
             severity=sev,
             action=action,
             score=d.z,
