@@ -47,7 +47,8 @@ class Peeked:
     events: Iterator[object]  # the whole stream again, peeked events first
 
 
-def _interval_ms(bar: Bar) -> int:
+def bar_interval_ms(bar: Bar) -> int:
+    """A candle's interval from its open and close times (close given as the last millisecond or the next open)."""
     interval = bar.close_time_ms - bar.open_time_ms + 1
     return interval + 1 if interval % 1000 == 999 else interval
 
@@ -66,7 +67,7 @@ def peek(events: Iterator[object], fmt: str | None, source: str = "input") -> Pe
                 break
         elif isinstance(ev, Bar):
             kind = kind or "klines"
-            interval = _interval_ms(ev)
+            interval = bar_interval_ms(ev)
             break
     if kind is None:
         what = "no events" if not held else f"no trades or klines in its first {len(held)} events"

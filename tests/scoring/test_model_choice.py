@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.modelgen import export_tiny_model
 from service.cli import main
 from service.features.chain import CHAIN_FEATURES, CHAIN_MODEL_TRANSFORM, CHAIN_SPEC_HASH
 from service.features.kline import KLINE_FEATURES, KLINE_SPEC_HASH
-from tests.scoring.modelgen import export_tiny_model
 
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000
 
