@@ -21,18 +21,40 @@ DEFAULT_POLICY = AlertPolicy(hysteresis=0.8, cooldown_ms=300_000)
 
 
 def alert_times(t_ms: np.ndarray, score: np.ndarray, thr: float, policy: AlertPolicy = DEFAULT_POLICY) -> np.ndarray:
-    """Window-end times at which the runtime's policy raises an alert (one key, time order)."""
-    st = KeyAlertState()
+    """Window-end times at which the runtime's policy raises an alert (one key, time order, one anomaly type).
+
+    The same decisions as `AlertPolicy.decide` window by window (tested), walked crossing by crossing: a crossing
+    disarms the key (and fires outside the cool-down), the next window below threshold * hysteresis re-arms it."""
     hyst = thr * policy.hysteresis if thr > 0 else thr
-    out = []
-    # fast path: only crossings matter; walk the indices where the state can change
-    above = score >= thr
-    below = score < hyst
-    cand = np.flatnonzero(above | below)
-    for i in cand:
-        if policy.decide(st, float(score[i]), thr, int(t_ms[i])):
-            out.append(int(t_ms[i]))
+    above = np.flatnonzero(score >= thr)
+    below = np.flatnonzero(score < hyst)
+    out: list[int] = []
+    last: int | None = None
+    pos = 0
+    while True:
+        k = int(np.searchsorted(above, pos))
+        if k >= len(above):
+            break
+        i = int(above[k])
+        t = int(t_ms[i])
+        if last is None or t - last >= policy.cooldown_ms:
+            out.append(t)
+            last = t
+        j = int(np.searchsorted(below, i, side="right"))
+        if j >= len(below):
+            break
+        pos = int(below[j]) + 1
     return np.asarray(out, np.int64)
+
+
+def alert_times_reference(
+    t_ms: np.ndarray, score: np.ndarray, thr: float, policy: AlertPolicy = DEFAULT_POLICY
+) -> np.ndarray:
+    """`AlertPolicy.decide` window by window (slow; the check of `alert_times`)."""
+    st = KeyAlertState()
+    return np.asarray(
+        [int(t) for t, v in zip(t_ms, score, strict=True) if policy.decide(st, float(v), thr, int(t))], np.int64
+    )
 
 
 def episodes(times: np.ndarray, merge_ms: int = MERGE_MS) -> np.ndarray:

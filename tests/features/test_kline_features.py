@@ -1,0 +1,48 @@
+"""Kline features: streaming, scale-free, adaptive to the key's own volatility, 5 m from 1 m."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.features.bars import bars_from_klines
+from service.features.kline import KLINE_FEATURES, KlineFeatureState, crash_score, resample_bars
+
+IDX = {n: i for i, n in enumerate(KLINE_FEATURES)}
+
+
+def _rows(rets: np.ndarray, price: float = 100.0, vol: float = 5.0) -> list[tuple[float, ...]]:
+    px = price * np.exp(np.cumsum(rets))
+    out = []
+    for i, c in enumerate(px):
+        o = px[i - 1] if i else c
+        out.append((i * 60_000, o, max(o, c) * 1.0002, min(o, c) * 0.9998, c, vol))
+    return out
+
+
+def test_features_are_scale_free_and_streaming_equals_batch() -> None:
+    rets = np.random.default_rng(1).normal(0, 0.001, 1500)
+    a = KlineFeatureState().update_many(bars_from_klines(_rows(rets)))
+    b = KlineFeatureState().update_many(bars_from_klines(_rows(rets, price=30_000.0, vol=0.01)))
+    assert a.shape == (1500, len(KLINE_FEATURES))
+    np.testing.assert_allclose(a, b, atol=2e-3)  # price and volume levels never enter
+    st = KlineFeatureState()
+    one = np.stack([st.update(bar) for bar in bars_from_klines(_rows(rets))])
+    np.testing.assert_array_equal(one, a)
+
+
+def test_the_same_drop_is_alarming_on_a_calm_key_and_not_on_a_wild_one() -> None:
+    rng = np.random.default_rng(2)
+    for sigma, alarming in ((0.002, True), (0.02, False)):
+        rets = rng.normal(0, sigma, 1200)
+        rets[-1] = -0.05
+        x = KlineFeatureState().update_many(bars_from_klines(_rows(rets)))
+        assert (crash_score(x[-1]) > 6.0) is alarming, (sigma, crash_score(x[-1]))
+
+
+def test_five_minute_bars_from_one_minute_klines() -> None:
+    rets = np.random.default_rng(3).normal(0, 0.001, 23)
+    bars = bars_from_klines(_rows(rets))
+    five = resample_bars(bars, 300_000)
+    assert len(five) == 4  # the last 3 one-minute bars do not close a 5 m bar yet
+    assert five[1].open == bars[5].open and five[1].close == bars[9].close
+    assert five[1].high == max(b.high for b in bars[5:10]) and five[1].volume == sum(b.volume for b in bars[5:10])
