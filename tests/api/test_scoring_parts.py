@@ -1,5 +1,5 @@
 """The scoring route's hot-path parts against the plain code they replace: the generated state copier against
-deepcopy, the window built from cached live rows against `padded`, `top_features` against the worker's, the
+deepcopy, the window built from cached live rows against `padded`, `top_features` against the plain ranking, the
 response dict against the validated `ScoreResult` (byte for byte), and the micro-batcher's waits."""
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from service.api.routes_scoring import top_features
 from service.api.scoring import ScoringService, fast_clone
 from service.features.bars import TradeBarBuilder
 from service.features.market import MarketFeatureState
 from service.features.spec import MARKET_FEATURES
-from service.scoring import alerts
+from service.scoring.decision import top_features
 
 
 def _live(n_trades: int, seed: int = 3) -> tuple[TradeBarBuilder, MarketFeatureState, int, float]:
@@ -73,7 +72,8 @@ def test_window_from_cached_rows_matches_padded() -> None:
 
 
 @pytest.mark.parametrize("special", [None, np.nan, np.inf, -np.inf])
-def test_top_features_match_the_workers(special: float | None) -> None:
+def test_top_features_match_the_plain_ranking(special: float | None) -> None:
+    """The decision's ranking skips `nan_to_num` when every error is finite; it ranks like the plain code."""
     f = len(MARKET_FEATURES)
     rng = np.random.default_rng(1)
     errs = rng.gamma(1.0, size=f).astype(np.float32)
@@ -82,9 +82,14 @@ def test_top_features_match_the_workers(special: float | None) -> None:
         errs[5] = special
     r = SimpleNamespace(feature_errors=errs, last_values=rng.normal(size=f).astype(np.float32))
     normal = rng.normal(size=f)
-    ours = top_features(r, list(MARKET_FEATURES), normal, 3)
-    theirs = alerts.top_features(r, list(MARKET_FEATURES), normal, 3)  # type: ignore[arg-type]
-    assert ours == [c.model_dump() for c in theirs]
+    ours = top_features(r, list(MARKET_FEATURES), normal, 3)  # type: ignore[arg-type]
+    plain = np.nan_to_num(errs.astype(np.float64))
+    order = np.argsort(-plain)[:3]
+    assert [c.as_dict() for c in ours] == [
+        {"name": MARKET_FEATURES[i], "value": float(r.last_values[i]), "normal": float(normal[i]),
+         "error": float(plain[i])}
+        for i in order
+    ]  # fmt: skip
 
 
 async def test_batcher_does_not_idle_between_batches() -> None:
@@ -145,6 +150,7 @@ def test_result_json_is_the_validated_models(fused: float, warm: bool, key: str)
     f = len(MARKET_FEATURES)
     rng = np.random.default_rng(2)
     manifest = SimpleNamespace(
+        kind="market",
         features=SimpleNamespace(names=list(MARKET_FEATURES)),
         thresholds=SimpleNamespace(critical=60.0, watch=3.0),
     )
