@@ -212,6 +212,8 @@ class CrossVenueMonitor:
         return out
 
     def _pair(self, group: str, ref: str, mem: str, end: int, basis: float) -> Dislocation | None:
+        if not math.isfinite(basis):  # closes at opposite ends of the float range: no basis to learn from
+            return None
         st = self._pairs.get((ref, mem))
         if st is None:
             st = self._pairs[(ref, mem)] = _PairStats()

@@ -12,6 +12,7 @@ flips on one side within `window_ms` of event time raise a spoofing-like signal.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from collections.abc import Sequence
@@ -24,6 +25,11 @@ from service.scoring.evidence import Contribution, Finding
 
 RULE = "book-rules"
 VERSION = "1"
+
+
+def _f(d: Decimal) -> float:
+    """A book number as a float; a signalling NaN (which `float` refuses) reads as NaN, so it never raises."""
+    return math.nan if d.is_snan() else float(d)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +99,8 @@ class SpoofingMonitor:
 
     def observe(self, book: BookTop) -> list[SpoofSignal]:
         out: list[SpoofSignal] = []
-        best_bid = float(book.best_bid) if book.best_bid is not None else None
-        best_ask = float(book.best_ask) if book.best_ask is not None else None
+        best_bid = _f(book.best_bid) if book.best_bid is not None else None
+        best_ask = _f(book.best_ask) if book.best_ask is not None else None
         for side, levels in (("bid", book.bids), ("ask", book.asks)):
             sig = self._side(book.key, side, levels, best_bid, best_ask, book.event_time_ms)
             if sig is not None:
@@ -114,16 +120,16 @@ class SpoofingMonitor:
         t: int,
     ) -> SpoofSignal | None:
         st = self._state.setdefault((key, side), _Side())
-        sizes = [float(q) for _, q in levels]
+        sizes = [_f(q) for _, q in levels]
         wall_px: float | None = None
         mult = 0.0
         if len(sizes) >= 3:
             med = statistics.median(sizes)
             if med > 0:
-                for px, q in levels[: self.depth]:
-                    m = float(q) / med
+                for (px, _), q in zip(levels[: self.depth], sizes, strict=False):
+                    m = q / med
                     if m >= self.wall_mult and m > mult:
-                        wall_px, mult = float(px), m
+                        wall_px, mult = _f(px), m
         if st.wall_px is not None:
             # did the touch trade through the wall's price while it stood?
             if side == "bid" and best_ask is not None and best_ask <= st.wall_px:
