@@ -93,30 +93,22 @@ def test_top_features_match_the_plain_ranking(special: float | None) -> None:
 
 
 async def test_batcher_does_not_idle_between_batches() -> None:
+    """The API's micro-batching (the worker's `MicroBatcher` through `BatchRunner`): requests that queued while the
+    model was busy go as soon as it is free, without waiting for company again."""
     import asyncio
 
-    from service.api.scoring import _Batcher
+    from service.scoring.batcher import BatchRunner
 
     release = asyncio.Event()
+    sizes: list[int] = []
 
-    class FakeScorer:
-        def model(self, name: str) -> object:
-            return object()
+    async def run(windows: list[np.ndarray]) -> list[float]:
+        sizes.append(len(windows))
+        if len(sizes) == 1:
+            await release.wait()  # the model is busy with the first batch until the test says so
+        return [float(w.sum()) for w in windows]
 
-        def score_windows(self, name: str, windows: np.ndarray, model: object) -> list[float]:
-            return [float(w.sum()) for w in windows]
-
-        async def score_windows_async(self, name: str, windows: np.ndarray, model: object) -> list[float]:
-            await release.wait()  # the model is busy until the test says so
-            return self.score_windows(name, windows, model)
-
-    waits: list[float] = []
-
-    async def sleep(s: float) -> None:
-        waits.append(s)
-        await asyncio.sleep(s)
-
-    b = _Batcher(FakeScorer(), "m", max_batch=5, max_wait_s=0.2, sleep=sleep)  # type: ignore[arg-type]
+    b: BatchRunner[np.ndarray, float] = BatchRunner(run, max_size=5, max_wait_s=0.2)
     first = [asyncio.ensure_future(b.submit(np.full((2, 2), i, np.float32))) for i in range(5)]
     await asyncio.sleep(0)
     later = [asyncio.ensure_future(b.submit(np.full((2, 2), 10 + i, np.float32))) for i in range(6)]
@@ -124,10 +116,27 @@ async def test_batcher_does_not_idle_between_batches() -> None:
     release.set()
     assert await asyncio.gather(*first) == [4.0 * i for i in range(5)]  # a full batch goes at once
     assert await asyncio.gather(*later) == [4.0 * (10 + i) for i in range(6)]
-    assert waits == [] and b.batches == 3 and b.windows == 11  # 5, then 5 + 1 without waiting again
-    # a lone window after a quiet spell waits up to max_wait for company
+    assert sizes == [5, 5, 1] and b.queue.deadline_waits == 0  # 5, then 5 + 1 without waiting again
+    assert (b.batches, b.windows) == (3, 11)
+    # a lone window after a quiet spell waits (up to max_wait) for company
     assert await b.submit(np.ones((2, 2), np.float32)) == 4.0
-    assert len(waits) == 1 and 0 < waits[0] <= 0.2
+    assert b.queue.deadline_waits == 1 and sizes[-1] == 1
+
+
+async def test_batch_runner_fails_each_caller_of_a_failing_batch() -> None:
+    import asyncio
+
+    from service.scoring.batcher import BatchRunner
+
+    async def run(items: list[int]) -> list[int]:
+        if 3 in items:
+            raise RuntimeError("model failed")
+        return [i * 2 for i in items]
+
+    b: BatchRunner[int, int] = BatchRunner(run, max_size=4, max_wait_s=0.01)
+    got = await asyncio.gather(*(b.submit(i) for i in range(4)), return_exceptions=True)
+    assert all(isinstance(x, RuntimeError) for x in got)
+    assert await asyncio.gather(*(b.submit(i) for i in (5, 6))) == [10, 12]  # the runner keeps serving
 
 
 @pytest.mark.parametrize(
