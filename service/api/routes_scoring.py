@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from service.api.access import require
 from service.api.auth import Principal, Scope
 from service.api.metrics import SCORE_REQUESTS
-from service.api.models import (
+from service.api.payloads import (
     BatchIn,
     BatchOut,
     ChainTxIn,

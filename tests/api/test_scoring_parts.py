@@ -139,7 +139,7 @@ async def test_batcher_does_not_idle_between_batches() -> None:
 def test_result_json_is_the_validated_models(fused: float, warm: bool, key: str) -> None:
     import orjson
 
-    from service.api.models import ScoreResult
+    from service.api.payloads import ScoreResult
     from service.api.routes_scoring import _result
 
     f = len(MARKET_FEATURES)
