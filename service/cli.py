@@ -58,7 +58,7 @@ def _serve(roles: set[str], args: argparse.Namespace) -> int:
 
     from service.api.app import create_app
     from service.api.ops import create_ops_app
-    from service.components import build
+    from service.roles import build
     from service.runtime import Runtime
 
     settings = _settings_or_exit()
