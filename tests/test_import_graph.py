@@ -153,3 +153,11 @@ def test_no_import_cycle_among_service_modules() -> None:
     assert "service.api.auth" in graph, "the graph must cover the service package"
     cycles = find_cycles(graph)
     assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_features_reach_state_only_through_the_store_interface() -> None:
+    """service.features computes; which store holds the state (Redis, in-process) is the runtime's choice."""
+    graph = import_graph()
+    implementations = {"service.state.redis", "service.state.memory", "service.state.factory"}
+    leaks = {m: sorted(graph[m] & implementations) for m in graph if m.startswith("service.features")}
+    assert not {m: v for m, v in leaks.items() if v}
