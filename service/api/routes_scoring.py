@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from service.api.access import require
 from service.api.auth import Principal, Scope
 from service.api.metrics import SCORE_REQUESTS
-from service.api.models import (
+from service.api.payloads import (
     BatchIn,
     BatchOut,
     ChainTxIn,
@@ -198,14 +198,14 @@ async def score_window(ctx: Ctx, _: Scorer_, body: WindowIn) -> ScoreResult:
             window_full = window
         elif body.bars is not None:
             field = "bars"
-            from service.features.bars import Bar
+            from service.features.bars import TimeBar
             from service.features.market import MarketFeatureState
 
             state = MarketFeatureState()
             interval = int(model.artifact.manifest.bar_interval_s * 1000)
             rows = []
             for b in body.bars:
-                bar = Bar(
+                bar = TimeBar(
                     start_ms=b.start_ms, interval_ms=interval, open=b.open, high=max(b.high, b.open, b.close, b.low),
                     low=min(b.low, b.open, b.close, b.high), close=b.close, volume=b.volume,
                     quote_volume=b.volume * b.close, vwap=b.close, trades=b.trades,
