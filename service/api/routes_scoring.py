@@ -15,9 +15,10 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Response
 from fastapi.exceptions import RequestValidationError
 
-from service.api.auth import Principal, Scope, require
+from service.api.access import require
+from service.api.auth import Principal, Scope
 from service.api.metrics import SCORE_REQUESTS
-from service.api.models import (
+from service.api.payloads import (
     BatchIn,
     BatchOut,
     ChainTxIn,
@@ -120,7 +121,8 @@ async def _score_one(ctx: Any, item: TradeIn | ChainTxIn) -> dict[str, Any]:
         window, context, warm = svc.trade_window(model, key, item.time_ms, item.price, item.size, item.side == "buy")
         r = await svc.score(s.model_market, window)
         return _result(svc, model, r, key, window, context, warm, "market")
-    from service.features.chain import CHAIN_FEATURES, address_features, feature_vector
+    from service.features.chain import CHAIN_FEATURES, feature_vector
+    from service.features.chain_store import address_features
 
     model = svc.model(s.model_chain)
     feats = await address_features(
@@ -196,14 +198,14 @@ async def score_window(ctx: Ctx, _: Scorer_, body: WindowIn) -> ScoreResult:
             window_full = window
         elif body.bars is not None:
             field = "bars"
-            from service.features.bars import Bar
+            from service.features.bars import TimeBar
             from service.features.market import MarketFeatureState
 
             state = MarketFeatureState()
             interval = int(model.artifact.manifest.bar_interval_s * 1000)
             rows = []
             for b in body.bars:
-                bar = Bar(
+                bar = TimeBar(
                     start_ms=b.start_ms, interval_ms=interval, open=b.open, high=max(b.high, b.open, b.close, b.low),
                     low=min(b.low, b.open, b.close, b.high), close=b.close, volume=b.volume,
                     quote_volume=b.volume * b.close, vwap=b.close, trades=b.trades,

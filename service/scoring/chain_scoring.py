@@ -46,7 +46,8 @@ class ChainScoring:
         self._policy: dict[str, KeyAlertState] = {}
 
     async def handle(self, recs: list[Record], model: LoadedModel) -> None:
-        from service.features.chain import address_features, feature_vector
+        from service.features.chain import feature_vector
+        from service.features.chain_store import address_features
         from service.schemas.chain import ChainTx
 
         em = self.emitter

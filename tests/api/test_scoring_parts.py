@@ -153,7 +153,7 @@ async def test_batch_runner_fails_each_caller_of_a_failing_batch() -> None:
 def test_result_json_is_the_validated_models(fused: float, warm: bool, key: str) -> None:
     import orjson
 
-    from service.api.models import ScoreResult
+    from service.api.payloads import ScoreResult
     from service.api.routes_scoring import _result
 
     f = len(MARKET_FEATURES)

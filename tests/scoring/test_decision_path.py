@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from harness.scenario import INTERVAL_MS, WARMUP, WINDOW, Collected, build_scenario, collect, stamped, wait_for
+from harness.scenario import worker_env as scenario_env
 from service.bus.factory import standard_topics
 from service.bus.kafka import KafkaBus, KafkaOptions
 from service.ingest.publisher import MarketPublisher
@@ -24,8 +26,6 @@ from service.scoring.worker import ScoringWorker
 from service.settings import load_settings
 from service.state.redis import RedisState
 from tests.api.conftest import api_settings, harness
-from tests.scoring.scenario import INTERVAL_MS, WARMUP, WINDOW, Collected, build_scenario, collect, stamped, wait_for
-from tests.scoring.scenario import worker_env as scenario_env
 
 pytest.importorskip("torch")
 
