@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from service.features.bars import Bar
+from service.features.bars import TimeBar as Bar
 
 KLINE_SPEC_VERSION = 1
 

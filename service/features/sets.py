@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from service.features.bars import Bar
+from service.features.bars import TimeBar as Bar
 
 
 class FeatureState(Protocol):

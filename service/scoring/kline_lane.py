@@ -12,13 +12,15 @@ paths call it without sharing state with the trade-bar windows.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from service.bus.base import TopicPartition
 from service.schemas.market import Bar as MarketBar
 from service.schemas.scoring import Alert, AnomalyType
-from service.scoring.alerts import STRONG_TYPES, AlertPolicy, KeyAlertState, build_alert, classify
+from service.scoring.alerts import STRONG_TYPES, AlertPolicy, KeyAlertState
+from service.scoring.decision import ModelFacts, decide
 from service.scoring.model_choice import bar_interval_ms
 from service.scoring.registry import LoadedModel
 from service.scoring.scorer import Scorer
@@ -117,30 +119,28 @@ class KlineLane:
         model = self.model()
         if model is None or not windows:
             return []
-        m = model.artifact.manifest
-        names = m.features.names
+        facts = ModelFacts.of(model)
         results = self.scorer.score_windows(self.model_name, [w.features for w in windows], model=model)
+        now_ms = int(time.time() * 1000)
         out: list[Alert] = []
         for w, r in zip(windows, results, strict=True):
-            st = self.states.get(w.key)
-            if st is None:
-                st = self.states[w.key] = KeyAlertState()
-                while len(self.states) > self.max_keys:
-                    self.states.popitem(last=False)
-            kind = classify(w.key, names, w.features, m.kind) if r.is_anomalous else AnomalyType.OTHER
-            if self.policy.decide(st, r.fused, r.threshold, w.window_end_ms, kind):
-                out.append(
-                    build_alert(
-                        w.key,
-                        w.window_end_ms,
-                        r,
-                        w.features,
-                        names,
-                        model.artifact.normal,
-                        critical=m.thresholds.critical,
-                        incomplete=w.incomplete,
-                        n_features=self.top_features,
-                        anomaly=kind,
-                    )
-                )
+            d = decide(
+                r,
+                w.features,
+                facts,
+                key=w.key,
+                window_end_ms=w.window_end_ms,
+                now_ms=now_ms,
+                incomplete=w.incomplete,
+                state=self.states.get(w.key) or KeyAlertState(),
+                policy=self.policy,
+                n_features=self.top_features,
+            )
+            assert d.state is not None
+            self.states[w.key] = d.state
+            self.states.move_to_end(w.key)
+            while len(self.states) > self.max_keys:
+                self.states.popitem(last=False)
+            if d.alert is not None:
+                out.append(d.alert)
         return out
