@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from service.features.bars import bars_from_klines
@@ -46,3 +49,23 @@ def test_five_minute_bars_from_one_minute_klines() -> None:
     assert len(five) == 4  # the last 3 one-minute bars do not close a 5 m bar yet
     assert five[1].open == bars[5].open and five[1].close == bars[9].close
     assert five[1].high == max(b.high for b in bars[5:10]) and five[1].volume == sum(b.volume for b in bars[5:10])
+
+
+def test_training_and_serving_compute_the_same_kline_features(tmp_path: Path) -> None:
+    """models/kline/data.py (training) and the runtime's windows (rmad score, the worker) read one file alike."""
+    from models.kline.data import _build
+    from service.ingest.readers import read_events
+    from service.scoring.windows import WindowStore, apply_event
+
+    rets = np.random.default_rng(5).normal(0, 0.002, 400)
+    rows = [[int(1_600_000_000_000 + r[0]), *r[1:]] for r in _rows(rets)]
+    del rows[100:103]  # a maintenance gap: both sides fill it with flat incomplete bars
+    p = tmp_path / "BTC_USDT-1m.json"
+    p.write_text(json.dumps(rows))
+    train = _build(p, None)["X"]
+    store = WindowStore(1, len(KLINE_FEATURES), 60_000, warmup_bars=0, features="kline")
+    served = [
+        w.features[-1] for i, e in enumerate(read_events(p, "freqtrade-json")) for w in apply_event(store, e, offset=i)
+    ]
+    assert len(served) == len(train) == 400
+    np.testing.assert_allclose(np.stack(served), train, rtol=1e-5, atol=1e-5)
