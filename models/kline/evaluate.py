@@ -107,17 +107,17 @@ def evaluate_kline(args: argparse.Namespace) -> int:
         ("market-kline (crash branch + RMAD)", model, f"budgets {BUDGET_CRASH}+{BUDGET_RMAD}/day"),
     ]
     crash_only, _ = _lopo(stat, BUDGET)
-    rows.append(("ablation: crash branch only", crash_only, f"budget {BUDGET}/day"))
+    rows.append(("ablation: crash branch only", crash_only, f"budget {BUDGET:.2f}/day"))
     rmad_only, _ = _lopo(rmad, BUDGET)
-    rows.append(("ablation: RMAD only (no crash branch)", rmad_only, f"budget {BUDGET}/day"))
+    rows.append(("ablation: RMAD only (no crash branch)", rmad_only, f"budget {BUDGET:.2f}/day"))
     rz = [pl.to_scored(s, rolling_z(s), WINDOW) for s in nat]
     rows.append(("rolling z-score, fixed", evaluate(rz, 3.0), "|z| >= 3"))
     rz_cal, _ = _lopo(rz, BUDGET)
-    rows.append(("rolling z-score, calibrated", rz_cal, f"budget {BUDGET}/day"))
+    rows.append(("rolling z-score, calibrated", rz_cal, f"budget {BUDGET:.2f}/day"))
     ifs = iforest_scores(series, args.seed if hasattr(args, "seed") else 0)
     isf = [pl.to_scored(s, ifs[s.name], WINDOW) for s in nat]
     if_cal, _ = _lopo(isf, BUDGET)
-    rows.append(("Isolation Forest, calibrated", if_cal, f"budget {BUDGET}/day"))
+    rows.append(("Isolation Forest, calibrated", if_cal, f"budget {BUDGET:.2f}/day"))
 
     lines = [
         f"## {NAME} {version}: leave-one-period-out ({len(pl.folds(series))} folds, {len(nat)} series)",
@@ -162,7 +162,7 @@ def evaluate_kline(args: argparse.Namespace) -> int:
     print(text)
     art = args.artifacts / NAME / version
     if art.is_dir():
-        res: dict[str, Any] = {n: r.row() | {"missed": r.missed} for n, r in rows}
+        res: dict[str, Any] = {n: r.row() | {"missed": r.missed, "threshold": note} for n, r, note in rows}
         man_path = art / "manifest.json"
         man = json.loads(man_path.read_text())
         man["evaluation"] = {"leave_one_period_out": res}
