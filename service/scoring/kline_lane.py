@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.bus.base import TopicPartition
@@ -113,6 +114,15 @@ class KlineLane:
                 features=m.feature_set,
             )
         return [w for w in apply_event(store, event, offset=offset, tp=tp) if w.scorable]
+
+    def needed_offsets(self, produced: Callable[[str], int | None]) -> dict[TopicPartition, int]:
+        """Per partition, the first record a restart must re-read to rebuild every kline key (merged with the
+        trade-bar windows' own by the worker's checkpoint: the smaller offset wins)."""
+        out: dict[TopicPartition, int] = {}
+        for store in self.stores.values():
+            for tp, off in store.needed_offsets(produced).items():
+                out[tp] = min(off, out.get(tp, off))
+        return out
 
     def decide(self, windows: list[ClosedWindow]) -> list[Alert]:
         """Score the windows with the kline model and return the alerts its policy raises (before episodes)."""

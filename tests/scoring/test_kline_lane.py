@@ -98,3 +98,13 @@ def test_alert_episodes_keep_one_alert_per_key_across_models_unless_it_escalates
     for i in range(5):
         small.admit(f"k{i}", t, AnomalyType.CRASH)
     assert len(small._last) == 2
+
+
+def test_kline_lane_says_which_offset_a_restart_must_reread(tmp_path: Path) -> None:
+    from service.bus.base import TopicPartition
+
+    lane = KlineLane(Scorer(ModelRegistry(_kline_model(tmp_path / "m", 1e9), reload_interval_s=0)), AlertPolicy())
+    tp = TopicPartition("market.bars", 0)
+    for i, b in enumerate(_bars(40, crash_at=100)):
+        lane.feed(b, offset=1000 + i, tp=tp)
+    assert lane.needed_offsets(lambda key: None) == {tp: 1000}  # nothing produced yet: from the first bar
