@@ -28,6 +28,7 @@ from service.scoring.scorer import Scorer
 from service.scoring.windows import ClosedWindow, WindowStore, apply_event
 
 KLINE_MODEL = "market-kline"
+LANE = "kline"  # ClosedWindow.lane of the kline windows; their marks live under "<key>@kline"
 EPISODE_MS = 600_000  # alerts closer than 10 min on one key are one episode
 
 
@@ -55,6 +56,10 @@ class AlertEpisodes:
         self._remember(key, max(last[0], window_end_ms), last[1])  # the episode goes on
         self.suppressed += 1
         return False
+
+    def copy(self) -> AlertEpisodes:
+        """A copy to decide a batch on: kept (assigned back) only once the batch's alerts are out."""
+        return AlertEpisodes(self.episode_ms, self.max_keys, OrderedDict(self._last), self.suppressed)
 
     def _remember(self, key: str, t: int, kind: str) -> None:
         self._last[key] = (t, kind)
@@ -113,14 +118,21 @@ class KlineLane:
                 idle_eviction_s=self.idle_eviction_s,
                 features=m.feature_set,
             )
-        return [w for w in apply_event(store, event, offset=offset, tp=tp) if w.scorable]
+        out = [w for w in apply_event(store, event, offset=offset, tp=tp) if w.scorable]
+        for w in out:
+            w.lane = LANE
+        return out
+
+    def drop_partition(self, tp: TopicPartition) -> None:
+        for store in self.stores.values():
+            store.drop_partition(tp)
 
     def needed_offsets(self, produced: Callable[[str], int | None]) -> dict[TopicPartition, int]:
         """Per partition, the first record a restart must re-read to rebuild every kline key (merged with the
         trade-bar windows' own by the worker's checkpoint: the smaller offset wins)."""
         out: dict[TopicPartition, int] = {}
         for store in self.stores.values():
-            for tp, off in store.needed_offsets(produced).items():
+            for tp, off in store.needed_offsets(lambda k: produced(f"{k}@{LANE}")).items():
                 out[tp] = min(off, out.get(tp, off))
         return out
 

@@ -19,6 +19,7 @@ from service.schemas.market import decode_market, decode_trade_tick
 from service.scoring import metrics
 from service.scoring.batcher import MicroBatcher
 from service.scoring.emitter import Emitter, WorkerStats
+from service.scoring.kline_lane import KlineLane
 from service.scoring.registry import LoadedModel
 from service.scoring.rules import RuleAlerts
 from service.scoring.windows import ClosedWindow, WindowStore, apply_event
@@ -42,8 +43,10 @@ class WindowFeed:
         rules: RuleAlerts,
         batcher: MicroBatcher[ClosedWindow],
         stats: WorkerStats,
+        kline: KlineLane | None = None,
     ) -> None:
         self.s = settings
+        self.kline = kline  # exchange candles also scored by the kline model (None: not)
         self.emitter = emitter
         self.rules = rules
         self.batcher = batcher
@@ -74,7 +77,11 @@ class WindowFeed:
 
     def needed_offsets(self, produced: Callable[[str], int | None]) -> dict[TopicPartition, int]:
         """Per partition, the first record a restart must re-read (see the emitter's checkpoint)."""
-        return self.store.needed_offsets(produced) if self.store is not None else {}
+        out = self.store.needed_offsets(produced) if self.store is not None else {}
+        if self.kline is not None:
+            for tp, off in self.kline.needed_offsets(produced).items():
+                out[tp] = min(off, out.get(tp, off))
+        return out
 
     # ------------------------------------------------------------------ records
     def handle(self, recs: list[Record]) -> None:
@@ -132,6 +139,8 @@ class WindowFeed:
                 else:
                     ev = decode_market(r.value)
                     windows = apply_event(store, ev, offset=r.offset, tp=tp)
+                    if self.kline is not None:
+                        windows = windows + self.kline.feed(ev, offset=r.offset, tp=tp)
                     ingest = ev.ingest_time_ms
             except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
                 # undecodable, or a trade no bar can hold (NaN / non-positive price): counted, never fatal
@@ -152,11 +161,12 @@ class WindowFeed:
         self.stats.windows += 1
         if w.tp is not None and w.key not in em.key_tp:
             em.key_tp[w.key] = w.tp
-        produced = em.produced_before(w.key, w.window_end_ms)
+        produced = em.produced_before(w.mark_key, w.window_end_ms)
         if not w.scorable or produced:
             if produced:
                 self.stats.skipped_marked += 1
-                self.rules.on_replayed_window(w)
+                if not w.lane:
+                    self.rules.on_replayed_window(w)
             return
         if w.tp is not None:
             if w.offset < 0:

@@ -21,6 +21,7 @@ from service.scoring.alerts import AlertPolicy
 from service.scoring.centres import CentreStore
 from service.scoring.decision import ModelFacts, decide
 from service.scoring.emitter import BatchMarks, Emitter, Mark, WorkerStats
+from service.scoring.kline_lane import AlertEpisodes, KlineLane
 from service.scoring.registry import LoadedModel, ModelRegistry
 from service.scoring.rules import RuleAlerts
 from service.scoring.scorer import Scorer, WindowResult
@@ -45,8 +46,13 @@ class WindowScoring:
         emitter: Emitter,
         rules: RuleAlerts,
         stats: WorkerStats,
+        kline: KlineLane | None = None,
+        episodes: AlertEpisodes | None = None,
     ) -> None:
         self.s = settings
+        self.kline = kline
+        # one model alert per key and episode across the main model and the kline lane (None: every alert)
+        self.episodes = episodes
         self.state = state
         self.registry = registry
         self.scorer = scorer
@@ -77,6 +83,12 @@ class WindowScoring:
 
     async def score_batch(self, batch: list[ClosedWindow]) -> None:
         em = self.emitter
+        lane = [w for w in batch if w.lane]
+        if lane:  # kline windows: their own model, states and marks (`ClosedWindow.mark_key`)
+            await self._score_kline(lane)
+            batch = [w for w in batch if not w.lane]
+            if not batch:
+                return
         model = self.registry.get(self.model_name)  # one version for the whole batch
         g = self.feed.geometry
         if g is not None and model.window != g.window:
@@ -95,6 +107,7 @@ class WindowScoring:
         # marks carry alert decisions: they may reach the state store (a checkpoint) only once those alerts are
         # published; policy states are decided batch-locally and kept only once the batch's outputs are out
         marks = BatchMarks()
+        episodes = self.episodes.copy() if self.episodes is not None else None
         e2e = metrics.END_TO_END_SECONDS.labels(model=model.name)
         for w, r in zip(batch, results, strict=True):
             await em.send_score(r.to_score(w.key, w.window_end_ms, w.last_event_ms, w.incomplete, now_ms))
@@ -116,7 +129,9 @@ class WindowScoring:
                 dislocated=self.rules.is_dislocated(w.key, w.window_end_ms),
                 n_features=self.s.alert_top_features,
             )
-            if d.alert is not None:
+            if d.alert is not None and (
+                episodes is None or episodes.admit(w.key, w.window_end_ms, d.alert.anomaly_type)
+            ):
                 alerts.append((d.alert, w.tp))
             assert d.state is not None
             marks.set(w.key, Mark(w.window_end_ms, d.state), w.tp)
@@ -126,7 +141,53 @@ class WindowScoring:
         if cs is not None and normal_emb:
             await cs.update(np.stack(normal_emb))
         em.keep(marks)
+        if episodes is not None:
+            self.episodes = episodes
         for w in batch:
+            em.done(w.tp)
+
+    async def _score_kline(self, windows: list[ClosedWindow]) -> None:
+        """Kline-lane windows through the kline model and the same decision; the seed centres (no online ones)."""
+        em = self.emitter
+        model = self.kline.model() if self.kline is not None else None
+        if model is None:  # the kline model went away: nothing to score them with
+            for w in windows:
+                em.done(w.tp)
+            return
+        results = self.scorer.score_windows(model.name, [w.features for w in windows], model=model)
+        now_ms = int(time.time() * 1000)
+        facts = ModelFacts.of(model)
+        marks = BatchMarks()
+        episodes = self.episodes.copy() if self.episodes is not None else None
+        alerts: list[tuple[Alert, TopicPartition | None]] = []
+        for w, r in zip(windows, results, strict=True):
+            await em.send_score(r.to_score(w.key, w.window_end_ms, w.last_event_ms, w.incomplete, now_ms))
+            d = decide(
+                r,
+                w.features,
+                facts,
+                key=w.key,
+                window_end_ms=w.window_end_ms,
+                now_ms=now_ms,
+                incomplete=w.incomplete,
+                state=em.policy_state(w.mark_key, marks),
+                policy=self.policy,
+                dislocated=self.rules.is_dislocated(w.key, w.window_end_ms),
+                n_features=self.s.alert_top_features,
+            )
+            if d.alert is not None and (
+                episodes is None or episodes.admit(w.key, w.window_end_ms, d.alert.anomaly_type)
+            ):
+                alerts.append((d.alert, w.tp))
+            assert d.state is not None
+            marks.set(w.mark_key, Mark(w.window_end_ms, d.state), w.tp)
+        self.stats.scored += len(windows)
+        for alert, tp in alerts:
+            await em.publish(alert, tp)
+        em.keep(marks)
+        if episodes is not None:
+            self.episodes = episodes
+        for w in windows:
             em.done(w.tp)
 
     async def _infer(self, model: LoadedModel, windows: list[np.ndarray], centres: np.ndarray) -> list[WindowResult]:

@@ -44,6 +44,12 @@ class ClosedWindow:
     tp: TopicPartition | None = None
     offset: int = -1  # offset of the record that closed it
     scorable: bool = True  # False while the feature state is still warming up
+    lane: str = ""  # "" for the worker's main model; "kline" for the kline lane (service/scoring/kline_lane.py)
+
+    @property
+    def mark_key(self) -> str:
+        """The key its mark and alert-policy state live under (one per model lane of a market key)."""
+        return f"{self.key}@{self.lane}" if self.lane else self.key
 
 
 def market_bar_to_feature_bar(bar: MarketBar) -> TimeBar:

@@ -31,6 +31,7 @@ from service.scoring.alerts import AlertPolicy
 from service.scoring.batcher import MicroBatcher
 from service.scoring.chain_scoring import ChainScoring
 from service.scoring.emitter import Emitter, WorkerStats
+from service.scoring.kline_lane import AlertEpisodes, KlineLane
 from service.scoring.registry import LoadedModel, ModelNotFoundError, ModelRegistry
 from service.scoring.rules import RuleAlerts
 from service.scoring.scorer import Scorer
@@ -83,7 +84,16 @@ class ScoringWorker:
         )
         self.emitter = Emitter(settings, state, self.client_id, self.stats)
         self.rules = RuleAlerts(settings, state, self.policy, self.emitter)
-        self.feed = WindowFeed(settings, self.emitter, self.rules, self.batcher, self.stats)
+        # exchange candles (market.bars) also go to the kline model when one is served, beside the trade-bar model
+        self.kline = KlineLane(
+            self.scorer,
+            self.policy,
+            warmup_bars=settings.scoring_warmup_bars,
+            max_keys=settings.scoring_max_keys,
+            idle_eviction_s=settings.scoring_idle_eviction_s,
+            top_features=settings.alert_top_features,
+        )
+        self.feed = WindowFeed(settings, self.emitter, self.rules, self.batcher, self.stats, kline=self.kline)
         self.windows = WindowScoring(
             settings,
             state,
@@ -96,6 +106,8 @@ class ScoringWorker:
             emitter=self.emitter,
             rules=self.rules,
             stats=self.stats,
+            kline=self.kline,
+            episodes=AlertEpisodes(),
         )
         self.chain = ChainScoring(settings, state, self.scorer, self.policy, self.emitter, self.stats)
         self.topics = [settings.topic_trades, settings.topic_bars]
@@ -269,6 +281,7 @@ class ScoringWorker:
         if self.feed.store is not None:
             for tp in lost:
                 self.feed.store.drop_partition(tp)
+                self.kline.drop_partition(tp)
         new, lost = await self.emitter.assign(self.bus, current)
         if new or lost:
             log.info("worker %s: partitions +%s -%s", self.client_id, sorted(new), sorted(lost))

@@ -108,3 +108,52 @@ def test_kline_lane_says_which_offset_a_restart_must_reread(tmp_path: Path) -> N
     for i, b in enumerate(_bars(40, crash_at=100)):
         lane.feed(b, offset=1000 + i, tp=tp)
     assert lane.needed_offsets(lambda key: None) == {tp: 1000}  # nothing produced yet: from the first bar
+
+
+async def test_worker_scores_candles_with_the_kline_model_beside_the_trade_bar_model(tmp_path: Path) -> None:
+    """market.bars through the in-process worker: the kline model alerts the crash once per episode, the trade-bar
+    model keeps serving (its windows are 5 s trade bars: the 1 m candles are not its input)."""
+    import orjson
+
+    from service.bus.factory import standard_topics
+    from service.bus.memory import MemoryBus
+    from service.schemas.market import encode
+    from service.scoring.worker import ScoringWorker
+    from service.settings import load_settings
+    from service.state.memory import MemoryState
+
+    bars = _bars(120, crash_at=100)
+    probe = KlineLane(
+        Scorer(ModelRegistry(_kline_model(tmp_path / "probe", 1e9), reload_interval_s=0)), AlertPolicy(), warmup_bars=20
+    )
+    quiet = [w for b in bars[:95] for w in probe.feed(b)]
+    top = max(r.fused for r in probe.scorer.score_windows("market-kline", [w.features for w in quiet]))
+    models = _kline_model(tmp_path / "models", top * 1.5)
+    export_tiny_model(models, version="v1", created_ms=1)  # the trade-bar model the worker always serves
+    s = load_settings(model_dir=models, model_reload_interval_s=0, topic_partitions=1, scoring_warmup_bars=20)
+    bus, state = MemoryBus(default_partitions=1), MemoryState()
+    await bus.create_topics(standard_topics(s))
+    worker = ScoringWorker(s, bus, state)
+    await worker.start()
+    p = bus.producer()
+    await p.start()
+    for b in bars:
+        await p.send(s.topic_bars, encode(b), key=b"binance-spot:BTCUSDT")
+    c = bus.consumer([s.topic_scores, s.topic_alerts], "reader")
+    await c.start()
+    scores: list[dict[str, object]] = []
+    alerts: list[dict[str, object]] = []
+    for _ in range(400):
+        for r in await c.getmany(timeout_ms=20):
+            (scores if r.topic == s.topic_scores else alerts).append(orjson.loads(r.value))
+        if len(scores) >= len(bars) - 20 + 1:
+            break
+    await worker.checkpoint()
+    await worker.stop()
+    assert {x["model_name"] for x in scores} == {"market-kline"} and len(scores) == len(bars) - 20 + 1
+    crash_end = bars[100].close_time_ms + 1
+    assert [a["model_name"] for a in alerts] == ["market-kline"], alerts  # one alert for the episode
+    assert crash_end <= int(alerts[0]["window_end_ms"]) <= crash_end + 3 * 60_000  # type: ignore[call-overload]
+    assert alerts[0]["anomaly_type"] == "crash"
+    marks = await state.hgetall(f"worker:{s.scoring_group_id}:marks:{s.topic_bars}:0")
+    assert b"binance-spot:BTCUSDT@kline" in marks or "binance-spot:BTCUSDT@kline" in marks
