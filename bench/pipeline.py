@@ -364,6 +364,11 @@ def _get(port: int, path: str) -> str:
         return ""
 
 
+def _scrape(port: int) -> str:
+    """A service process's /metrics text ("" when it does not answer)."""
+    return _get(port, "/metrics")
+
+
 def _wait(pred: Any, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not pred():
