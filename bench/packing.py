@@ -28,13 +28,13 @@ from decimal import Decimal
 import numpy as np
 
 from bench.pipeline import add_set_option
+from harness.servers import test_servers
 from service.bus.base import Producer, TopicSpec
 from service.bus.factory import kafka_options
 from service.bus.kafka import KafkaBus
 from service.ingest.publisher import MarketPublisher
 from service.schemas.market import Trade, decode_trade_ticks
 from service.settings import Settings, load_settings
-from tests.servers import test_servers
 
 
 def _trades(n: int, keys: int) -> list[Trade]:

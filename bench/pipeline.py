@@ -59,13 +59,13 @@ from typing import Any
 
 import numpy as np
 
+from harness.scenario import WorkerProcess, worker_env
+from harness.servers import test_servers
 from service.bus.factory import kafka_options, standard_topics
 from service.bus.kafka import KafkaBus
 from service.ingest.simulator import InstrumentSpec, MarketSimulator, SimConfig, to_market
 from service.schemas.market import Trade
 from service.settings import Settings, load_settings
-from tests.scoring.scenario import WorkerProcess, worker_env
-from tests.servers import test_servers
 
 STRESS_RATE_PER_KEY = 5.0  # taker orders per simulated second per key (sweeps print ~1.2 trades each)
 LIVE_TOP_RATE = 40.0  # taker orders per second of the most liquid key in live mode
@@ -545,7 +545,7 @@ def run_baseline(plan: Plan, kafka: str, wait_s: float, tmp: Path) -> Latency:
 
 
 def _tiny_model(root: Path, window: int) -> Path:
-    from tests.scoring.modelgen import export_tiny_model
+    from harness.modelgen import export_tiny_model
 
     export_tiny_model(root, window=window, alert=1e9, created_ms=1)
     return root

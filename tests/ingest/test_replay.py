@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.readback import unpacked
 from service.bus.base import Bus, Record
 from service.bus.factory import standard_topics
 from service.bus.kafka import KafkaBus, KafkaOptions
@@ -24,7 +25,6 @@ from service.ingest.simulator import SimConfig, SimLabel, SimulatorSource, gener
 from service.runtime import Runtime
 from service.schemas.market import Bar, BookTop, Trade, decode_dead_letter, decode_market
 from service.settings import Settings, load_settings
-from tests.readback import unpacked
 
 TRADES_HEADER = "symbol,timestamp,datetime,side,price,amount,btc_volume\n"
 
