@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.api [--seconds 8] [--connections 32] [--model auto|shipped|contract] [--workers N]
 
 One uvicorn worker (one process, uvloop, httptools, no access log), or `--workers N` of them on one socket as
-`rmad api --workers N` runs them (server CPU is then the sum over the processes), serves the real app on a real redis-server
-(harness/servers.py starts one unless RMAD_REDIS_URL is set): every scored request is authenticated (API key, scope
+`rmad api --workers N` runs them (server CPU is then the sum over the processes), serves the real app on a real
+redis-server (harness/servers.py starts one unless RMAD_REDIS_URL is set): every scored request is authenticated (API key, scope
 check) and rate-limited (the token-bucket Lua script in Redis; concurrent takes share one call), validated, given
 live market context and scored by the ONNX model through the micro-batcher. Each of the 50 market keys is given
 10 minutes of live trades first (as the api's trade follower would), so a scored trade takes the warm path: the
