@@ -6,8 +6,8 @@ One uvicorn worker (one process, uvloop, httptools, no access log), or `--worker
 `rmad api --workers N` runs them (server CPU is then the sum over the processes), serves the real app on a real
 redis-server (harness/servers.py starts one unless RMAD_REDIS_URL is set): every scored request is authenticated
 (API key, scope check) and rate-limited (the token-bucket Lua script in Redis; concurrent takes share one call),
-validated, given live market context and scored by the ONNX model through the micro-batcher. Each of the 50 market keys is given
-10 minutes of live trades first (as the api's trade follower would), so a scored trade takes the warm path: the
+validated, given live market context and scored by the ONNX model through the micro-batcher. Each of the 50
+market keys is given 10 minutes of live trades first (as the api's trade follower would), so a scored trade takes the warm path: the
 key's real feature rows plus its open bar with the trade added, on copies of the live state. The model is
 models/artifacts/market when shipped (`--model auto`), or the contract test model (harness/modelgen, window
 64; needs torch), whose inference is nearly free, so that run shows what the API itself costs. The load comes from
