@@ -2,19 +2,19 @@
 
     .venv/bin/python -m bench.api [--seconds 8] [--connections 32] [--model auto|shipped|contract] [--workers N]
 
-One uvicorn worker (one process, uvloop, httptools, no access log), or `--workers N` of them on one socket as
-`rmad api --workers N` runs them (server CPU is then the sum over the processes), serves the real app on a real
-redis-server (harness/servers.py starts one unless RMAD_REDIS_URL is set): every scored request is authenticated
-(API key, scope check) and rate-limited (the token-bucket Lua script in Redis; concurrent takes share one call),
-validated, given live market context and scored by the ONNX model through the micro-batcher. Each of the 50
-market keys is given 10 minutes of live trades first (as the api's trade follower would), so a scored trade takes the warm path: the
-key's real feature rows plus its open bar with the trade added, on copies of the live state. The model is
-models/artifacts/market when shipped (`--model auto`), or the contract test model (harness/modelgen, window
-64; needs torch), whose inference is nearly free, so that run shows what the API itself costs. The load comes from
-a separate process with keep-alive connections written against raw asyncio streams (an HTTP client library would be
-the bottleneck); latency is measured by that client, request written to response read. Both processes' CPU per
-request is printed (the server's is the steadier figure on a shared machine), and the server's own account of the
-run: windows per inference call, ONNX run time per window, rate-limit script calls per request.
+One uvicorn worker (one process, uvloop, httptools, no access log), or `--workers N` of them on one socket as `rmad api
+--workers N` runs them (server CPU is then the sum over the processes), serves the real app on a real redis-server
+(harness/servers.py starts one unless RMAD_REDIS_URL is set): every scored request is authenticated (API key, scope
+check) and rate-limited (the token-bucket Lua script in Redis; concurrent takes share one call), validated, given live
+market context and scored by the ONNX model through the micro-batcher. Each of the 50 market keys is given 10 minutes of
+live trades first (as the api's trade follower would), so a scored trade takes the warm path: the key's real feature
+rows plus its open bar with the trade added, on copies of the live state. The model is models/artifacts/market when
+shipped (`--model auto`), or the contract test model (harness/modelgen, window 64; needs torch), whose inference is
+nearly free, so that run shows what the API itself costs. The load comes from a separate process with keep-alive
+connections written against raw asyncio streams (an HTTP client library would be the bottleneck); latency is measured by
+that client, request written to response read. Both processes' CPU per request is printed (the server's is the steadier
+figure on a shared machine), and the server's own account of the run: windows per inference call, ONNX run time per
+window, rate-limit script calls per request.
 
 To see where the server's time goes: `py-spy record --pid <server pid> --nonblocking` during the scoring phase (the
 server pid is printed; py-spy is in the dev extra). Target: >= 2,000 scored requests/s at p99 <= 20 ms.
