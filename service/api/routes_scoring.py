@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Response
 from fastapi.exceptions import RequestValidationError
 
 from service.api.auth import Principal, Scope, require
+from service.api.eventtime import check_time_ms
 from service.api.metrics import SCORE_REQUESTS
 from service.api.models import (
     BatchIn,
@@ -136,9 +137,10 @@ def score_json(result: dict[str, Any]) -> Response:
     return Response(orjson.dumps(result), media_type="application/json")
 
 
-async def _score_one(ctx: Any, item: TradeIn | ChainTxIn) -> dict[str, Any]:
+async def _score_one(ctx: Any, item: TradeIn | ChainTxIn, loc: tuple[str | int, ...] = ("body",)) -> dict[str, Any]:
     svc: ScoringService = ctx.scoring
     s = ctx.settings
+    check_time_ms(s, item.time_ms, (*loc, item.kind))
     if isinstance(item, TradeIn):
         model = svc.model(s.model_market)
         key = f"{item.venue}:{item.symbol}"
@@ -192,7 +194,7 @@ async def score_transactions(ctx: Ctx, _: Scorer_, body: BatchIn) -> BatchOut:
     import asyncio
 
     try:
-        results = await asyncio.gather(*(_score_one(ctx, item) for item in body.items))
+        results = await asyncio.gather(*(_score_one(ctx, x, ("body", "items", i)) for i, x in enumerate(body.items)))
     except ModelUnavailable as exc:
         raise _unavailable(exc) from None
     return BatchOut(items=[ScoreResult.model_validate(x) for x in results])

@@ -29,6 +29,7 @@ from service.ingest.publisher import MarketPublisher
 from service.ingest.sequence import TradeIdTracker
 from service.ingest.ws import SessionConfig, WsSession, backoff_delay
 from service.runtime import Health
+from service.schemas.eventtime import TimeBounds
 from service.schemas.market import Bar, BookUpdate, Trade
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class BinanceConfig:
     open_timeout_s: float = 10.0
     idle_timeout_s: float = 90.0
     max_age_s: float = 23 * 3600.0
+    time_bounds: TimeBounds | None = None  # event-time sanity (None: none; from_settings sets the configured)
     rest_timeout_s: float = 10.0
 
     @classmethod
@@ -85,6 +87,7 @@ class BinanceConfig:
             open_timeout_s=settings.ingest_open_timeout_s,
             idle_timeout_s=settings.ingest_idle_timeout_s,
             max_age_s=settings.ingest_max_connection_age_s,
+            time_bounds=TimeBounds.from_settings(settings),
             rest_timeout_s=settings.ingest_rest_timeout_s,
         )
 
@@ -258,7 +261,7 @@ class BinanceConnector(ConnectorBase):
         """Parse one frame and publish what it holds; bad frames go to the dead-letter topic."""
         self._frames.count += 1
         try:
-            events = parse_binance(frame, self.config.market, recv_ms)
+            events = parse_binance(frame, self.config.market, recv_ms, self.config.time_bounds)
         except ParseError as err:
             await self.dead_letter(frame, err)
             return

@@ -23,13 +23,14 @@ import orjson
 
 from service.ingest.connector import ConnectorBase, now_ms
 from service.ingest.errors import ParseError
-from service.ingest.events import Control, Parsed, check_levels, check_price, check_size, check_time
+from service.ingest.events import Control, Parsed, check_levels, check_price, check_size, check_time, check_times
 from service.ingest.metrics import SUBSCRIBE_ERRORS
 from service.ingest.orderbook import BybitBookSync, LocalBook
 from service.ingest.publisher import MarketPublisher
 from service.ingest.sequence import RecentIds
 from service.ingest.ws import SessionConfig, WsSession
 from service.runtime import Health
+from service.schemas.eventtime import TimeBounds
 from service.schemas.market import Bar, BookUpdate, Trade
 
 if TYPE_CHECKING:
@@ -199,7 +200,13 @@ def _topic(env: _Envelope, venue: str, ingest_ms: int) -> list[Parsed]:
     raise ParseError("unexpected_frame", f"topic {topic[:60]!r}")
 
 
-def parse_bybit(frame: bytes | str, market: Market, ingest_ms: int) -> list[Parsed]:
+def parse_bybit(frame: bytes | str, market: Market, ingest_ms: int, bounds: TimeBounds | None = None) -> list[Parsed]:
+    """Parse one frame; with `bounds`, a frame whose event time is outside them around `ingest_ms` is refused
+    (`bad_time`)."""
+    return check_times(_parse_bybit(frame, market, ingest_ms), ingest_ms, bounds)
+
+
+def _parse_bybit(frame: bytes | str, market: Market, ingest_ms: int) -> list[Parsed]:
     """Parse one Bybit v5 public frame. Raises ParseError(reason) for anything malformed or unexpected."""
     venue = VENUES[market]
     try:
@@ -242,6 +249,7 @@ class BybitConfig:
     open_timeout_s: float = 10.0
     idle_timeout_s: float = 90.0
     max_age_s: float = 23 * 3600.0
+    time_bounds: TimeBounds | None = None  # event-time sanity (None: none; from_settings sets the configured)
 
     @classmethod
     def from_settings(cls, settings: Settings, market: Market, symbols: list[str] | None = None) -> BybitConfig:
@@ -263,6 +271,7 @@ class BybitConfig:
             open_timeout_s=settings.ingest_open_timeout_s,
             idle_timeout_s=settings.ingest_idle_timeout_s,
             max_age_s=settings.ingest_max_connection_age_s,
+            time_bounds=TimeBounds.from_settings(settings),
         )
 
     def topics(self, symbol: str) -> list[str]:
@@ -393,7 +402,7 @@ class BybitConnector(ConnectorBase):
     async def handle_frame(self, frame: bytes | str, recv_ms: int) -> None:
         self._frames.count += 1
         try:
-            events = parse_bybit(frame, self.config.market, recv_ms)
+            events = parse_bybit(frame, self.config.market, recv_ms, self.config.time_bounds)
         except ParseError as err:
             await self.dead_letter(frame, err)
             return

@@ -29,6 +29,7 @@ import gzip
 import io
 import logging
 import re
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -38,7 +39,8 @@ from typing import IO, Any, Literal
 
 import msgspec
 
-from service.schemas.market import AnyMarketEvent, Bar, Trade, decode_market
+from service.schemas.eventtime import DEFAULT_BOUNDS, TimeBounds
+from service.schemas.market import AnyMarketEvent, Bar, Trade, decode_market, encode
 
 log = logging.getLogger(__name__)
 
@@ -585,6 +587,7 @@ def read_events(
     *,
     venue: str | None = None,
     on_bad: BadRowHandler | None = None,
+    bounds: TimeBounds | None = DEFAULT_BOUNDS,
 ) -> Iterator[AnyMarketEvent]:
     """Stream the normalised events of one recorded file, in file order.
 
@@ -592,18 +595,39 @@ def read_events(
     events-jsonl) only that symbol's events; for files that do not (klines, NAB), the symbol to give the bars
     (default: taken from the file name). `venue` overrides the default venue (binance-spot; nab for NAB).
     `on_bad(raw, reason, detail)` receives rows that cannot be read; without it a bad row raises ReaderError.
+    `bounds`: an event stamped further after now than `bounds.max_future_ms` is a bad row (`bad_time`); files are
+    history, so age is no reason. The bar builder turns a long hole between events into one gap mark.
     """
     p = Path(path)
     if not p.is_file():
         raise ReaderError(f"{p}: no such file")
     fmt = format or sniff_format(p)
     try:
-        yield from _dispatch(p, fmt, symbol, venue, on_bad)
+        events = _dispatch(p, fmt, symbol, venue, on_bad)
+        yield from (events if bounds is None else _in_bounds(events, p, bounds, on_bad))
     except ReaderError:
         raise
     except (OSError, EOFError, csv.Error, zlib.error, UnicodeError, ValueError, ArithmeticError) as exc:
         # file-level damage (a truncated gzip, a NUL byte, an oversized field): one clear error naming the file
         raise ReaderError(f"{p}: cannot read as {fmt}: {type(exc).__name__}: {exc}") from exc
+
+
+def _in_bounds(
+    events: Iterator[AnyMarketEvent], p: Path, bounds: TimeBounds, on_bad: BadRowHandler | None
+) -> Iterator[AnyMarketEvent]:
+    now = int(time.time() * 1000)
+    for n, ev in enumerate(events, 1):
+        why = bounds.refuse(ev.event_time_ms, now, live=False)
+        if why is None:
+            yield ev
+            continue
+        if now + bounds.max_future_ms < ev.event_time_ms:  # the clock may have moved on: look again before refusing
+            now = int(time.time() * 1000)
+            if bounds.refuse(ev.event_time_ms, now, live=False) is None:
+                yield ev
+                continue
+        raw = encode(ev).decode()
+        _bad(on_bad, p, n, raw, "bad_time", f"event {n}: event time {ev.event_time_ms}: {why}")
 
 
 def _dispatch(

@@ -5,6 +5,7 @@ exported by tests/scoring/modelgen), live market context from followed trades, c
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 WINDOW = 8
+NOW = int(time.time() * 1000) // 5000 * 5000  # event times must be near now (RMAD_EVENT_TIME_*)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ async def scored(redis_url: str, unique: str, model_dir: Path) -> AsyncIterator[
 
 def trade(**over: Any) -> dict[str, Any]:
     body = {"kind": "trade", "venue": "sim", "symbol": "PUMPUSDT", "price": 100.0, "size": 1.0, "side": "buy",
-            "time_ms": 1_700_000_000_000}  # fmt: skip
+            "time_ms": NOW}  # fmt: skip
     body.update(over)
     return body
 
@@ -65,7 +67,7 @@ async def test_score_trade_with_and_without_live_context(scored: Harness) -> Non
     # live trades for PUMPUSDT arrive on the trades topic: a quiet market, then a pump
     producer = scored.runtime.bus.producer()
     await producer.start()
-    base = 1_700_000_000_000
+    base = NOW - 3_600_000
     price = 100.0
     for i in range(300):  # 5-second bars: 60 s quiet, then the price runs up on heavy buying
         t = base + i * 1000
@@ -135,7 +137,7 @@ async def test_batch_window_chain_and_validation(scored: Harness) -> None:
     assert r.status_code == 404 and "no model named 'nope'" in r.json()["detail"]
     # on-chain: address features from Redis (an address never seen scores from zeros)
     tx = {"kind": "chain", "chain": "ethereum", "hash": "0xabc", "from": "0x" + "1" * 40, "to": "0x" + "2" * 40,
-          "value": "1000000000000000000", "fee": "21000", "time_ms": 1_700_000_000_000}  # fmt: skip
+          "value": "1000000000000000000", "fee": "21000", "time_ms": NOW}  # fmt: skip
     r = await c.post("/v1/score/transaction", json=tx, headers=h)
     assert r.status_code == 200, r.text
     assert r.json()["model_name"] == "chain" and r.json()["key"] == "ethereum:0x" + "1" * 40
@@ -175,7 +177,7 @@ async def _both_ways(h: Harness, body: Any, headers: dict[str, str] | list[tuple
 async def test_fast_path_answers_exactly_as_the_route(scored: Harness) -> None:
     h, ctx = scored, scored.ctx
     tx = {"kind": "chain", "chain": "ethereum", "hash": "0xabc", "from": "0x" + "3" * 40, "value": "5", "fee": "1",
-          "time_ms": 1_700_000_000_000}  # fmt: skip
+          "time_ms": NOW}  # fmt: skip
     key = h.keys["score"]
     taken = [
         (trade(symbol="FASTUSDT"), {"X-API-Key": key}),
@@ -217,7 +219,7 @@ async def test_fast_path_503_and_429_as_the_route(redis_url: str, unique: str, m
     settings = api_settings(redis_url, unique + "r", model_dir=str(model_dir), api_rate_burst=6, api_rate_per_s=0.01)
     async with harness(settings, components=False) as h:
         rs = await asyncio.gather(
-            *(h.client.post("/v1/score/transaction", json=trade(time_ms=1_700_000_000_000 + i), headers=h.h("score"))
+            *(h.client.post("/v1/score/transaction", json=trade(time_ms=NOW + i), headers=h.h("score"))
               for i in range(20))
         )  # fmt: skip
         assert sorted(r.status_code for r in rs) == [200] * 6 + [429] * 14
