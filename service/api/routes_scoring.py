@@ -217,8 +217,11 @@ async def score_window(ctx: Ctx, _: Scorer_, body: WindowIn) -> ScoreResult:
                 window = np.asarray(body.features, dtype=np.float32)
             except ValueError:
                 raise BadWindow("rows must all have the same length") from None
-            if window.ndim != 2:
-                raise BadWindow("expected a [T, F] array of numbers")
+            if window.ndim != 2 or window.shape[1] != model.n_features:
+                raise BadWindow(
+                    f"expected a [T, {model.n_features}] array of numbers (the manifest's features), "
+                    f"got {'x'.join(map(str, window.shape))}"
+                )
             context = window.shape[0]
             window_full = window
         elif body.bars is not None:

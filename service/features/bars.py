@@ -13,11 +13,15 @@ interval up to it: gigabytes and minutes of work for one input.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-_INF = math.inf
+# What a trade may be: a price outside [MIN_PRICE, MAX_PRICE] or a size over MAX_SIZE is no market's (a subnormal
+# price next to a huge one made close / vwap underflow to 0 and the features' log fail); within them quote volumes
+# and every ratio the features take stay finite and non-zero.
+MIN_PRICE = 1e-15
+MAX_PRICE = 1e15
+MAX_SIZE = 1e15
 
 
 @dataclass(slots=True)
@@ -128,9 +132,9 @@ class TradeBarBuilder:
         quote: float | None = None,
     ) -> list[Bar]:
         """Add one trade; return the bars this closed (oldest first, empty intervals included)."""
-        # the hot path of the worker (once per tick): comparisons instead of isfinite calls (NaN fails both), one
+        # the hot path of the worker (once per tick): comparisons instead of isfinite calls (NaN fails them), one
         # int key per (millisecond, side), and the watermark check inlined; `advance` only when a bar may close
-        if not (0.0 < price < _INF) or not (0.0 <= size < _INF):
+        if not (MIN_PRICE <= price <= MAX_PRICE) or not (0.0 <= size <= MAX_SIZE):
             raise ValueError(f"bad trade price={price!r} size={size!r}")
         start = ts_ms - ts_ms % self.interval_ms
         nxt = self._next_start

@@ -103,7 +103,7 @@ async def test_batch_window_chain_and_validation(scored: Harness) -> None:
     assert r.status_code == 200, r.text
     assert [x["key"] for x in r.json()["items"]] == ["sim:AUSDT", "sim:BUSDT", "sim:CUSDT"]
     r = await c.post("/v1/score/transactions", json={"items": [trade()] * 5}, headers=h)
-    assert r.status_code == 422 and r.json()["fields"] == ["body.items"] and "at most 4" in r.json()["message"]
+    assert r.status_code == 422 and r.json()["fields"] == ["body.items"] and "at most 4" in r.json()["detail"]
     r = await c.post("/v1/score/transactions", json={"items": []}, headers=h)
     assert r.status_code == 422 and r.json()["fields"] == ["body.items"]
     # 422 names the field

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
+import time
 import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from service.cli import main
 from service.ingest.readers import ReaderError, read_events
-from service.scoring.windows import WindowStore
+from service.scoring.windows import WindowStore, apply_event
 
 YEAR_MS = 365 * 86_400_000
 T0 = 1_700_000_000_000
@@ -64,3 +67,41 @@ def test_window_store_gap_mark_flags_the_windows_after_the_hole() -> None:
     wins += store.on_trade("k", T0 + YEAR_MS + 5000, 2.0, 1.0, True)
     assert len(wins) <= 10 + 12 + 1
     assert wins[-1].window_end_ms == T0 + YEAR_MS + 5000 and wins[-1].incomplete
+
+
+ROW_TIMES = st.one_of(
+    st.integers(-(10**15), 10**16),
+    st.integers(-3_600_000, 3_600_000).map(lambda d: T0 + d),
+    st.sampled_from([0, 1, 2**53, 95_617_584_000_000, T0 // 1000, T0 * 1000]),
+)
+ROW_NUMS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["0", "-1", "1e308", "1e-320", "abc", "", "0.001"]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(st.tuples(ROW_TIMES, ROW_NUMS, ROW_NUMS, st.sampled_from(["buy", "sell", "x"])), max_size=30))
+def test_replayed_rows_with_adversarial_times_and_numbers_stay_bounded(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[int, str, str, str]]
+) -> None:
+    """A recorded file of absurd rows, read and built into windows as replay and `rmad score` do: bad rows go to
+    on_bad with a reason, nothing else escapes, and the bars built are bounded by the rows and the gap cap."""
+    path = tmp_path_factory.mktemp("fuzz") / "rows.csv"
+    lines = ["symbol,timestamp,datetime,side,price,amount,btc_volume"]
+    lines += [f"XYZ/BTC,{t},x,{side},{p},{a},0" for t, p, a, side in rows]
+    path.write_text("\n".join(lines) + "\n")
+    cap_bars = 10
+    store = WindowStore(2, 27, 5000, warmup_bars=0, max_gap_ms=cap_bars * 5000)
+    reasons: list[str] = []
+    n_events = n_windows = 0
+    for ev in read_events(path, "binance-trades-csv", on_bad=lambda _raw, reason, _d: reasons.append(reason)):
+        n_events += 1
+        assert ev.event_time_ms <= int(time.time() * 1000) + 300_000
+        try:
+            n_windows += len(apply_event(store, ev))
+        except ValueError:
+            reasons.append("trade")  # a price or size no bar can hold (the worker counts these as bad)
+    n_windows += len(store.flush())
+    assert n_events + len(reasons) >= len(rows)
+    assert n_windows <= (n_events + 1) * (cap_bars + 2)
