@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from service import __version__
+from service.api.docs_ui import router as docs_ui_router
 from service.api.edges import EdgeGuard
 from service.api.fastpath import ScoreFastPath
 from service.api.health import router as health_router
@@ -44,6 +45,8 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
         version=__version__,
         description="Real-time anomaly detection for crypto markets and chains: scores, explained alerts, metrics.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from service.api.docs_ui, with packaged assets (no CDN)
+        redoc_url=None,
         **_no_otel(),
     )
     app.state.runtime = runtime
@@ -54,6 +57,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
     app.add_middleware(EdgeGuard, max_body_bytes=s.api_max_body_bytes, max_depth=s.api_max_json_depth)
     app.add_middleware(HttpMetricsMiddleware)
     app.include_router(health_router)
+    app.include_router(docs_ui_router)
     from service.api.v1 import install_v1  # the /v1 API, streams and dashboard (issue 7)
 
     install_v1(app)

@@ -6,24 +6,31 @@ from __future__ import annotations
 import argparse
 
 from service.api.context import context_for
+from service.api.desk import desk_for
 from service.api.followers import AlertLogFollower, ScoresFollower, TapeFollower
 from service.api.scoring import ModelsComponent
-from service.components import register
+from service.api.simboard import LabelsFollower
+from service.ingest.components import source_name
 from service.runtime import Component, Runtime
 
 
-def build_api(runtime: Runtime, _args: argparse.Namespace) -> list[Component]:
+def build_api(runtime: Runtime, args: argparse.Namespace) -> list[Component]:
     ctx = context_for(runtime)
     s = runtime.settings
     parts: list[Component] = []
     if s.api_followers:
-        parts.append(AlertLogFollower(runtime.bus, s, ctx.alert_log, ctx.hub, runtime.state))
+        desk = desk_for(ctx)
+        parts.append(AlertLogFollower(runtime.bus, s, ctx.alert_log, ctx.hub, runtime.state, on_new=desk.capture))
         parts.append(ScoresFollower(runtime.bus, s, runtime.state))
-        parts.append(TapeFollower(runtime.bus, s, runtime.state, on_trade=ctx.scoring.observe_trade))
+
+        def on_trade(key: str, t_ms: int, price: float, size: float, buy: bool) -> None:
+            desk.trades.add(key, t_ms, price, size, buy)
+            ctx.scoring.observe_trade(key, t_ms, price, size, buy)
+
+        parts.append(TapeFollower(runtime.bus, s, runtime.state, on_trade=on_trade))
+        if source_name(args, s).split(":", 1)[0].lower() in ("simulator", "sim", "demo", "replay"):
+            parts.append(LabelsFollower(runtime.bus, s, runtime.state))  # the injected anomalies' labels
     parts.append(ModelsComponent(ctx.scoring))
     parts.append(ctx.hub)
     parts.append(ctx.dispatcher)
     return parts
-
-
-register("api", build_api)

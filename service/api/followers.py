@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,8 +117,17 @@ class AlertLogFollower(TopicFollower):
 
     kind = "alerts"
 
-    def __init__(self, bus: Bus, settings: Settings, log_: AlertLog, hub: AlertHub | None, state: StateStore) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        settings: Settings,
+        log_: AlertLog,
+        hub: AlertHub | None,
+        state: StateStore,
+        on_new: Callable[[dict[str, Any]], Awaitable[object]] | None = None,
+    ) -> None:
         super().__init__(bus, [settings.topic_alerts], "rmad-api-alert-log")
+        self.on_new = on_new  # called once per newly logged alert (the desk captures its evidence)
         # alerts are few and latency-critical: without this a broker may park each fetch up to 500 ms
         self.fetch_max_wait_ms = settings.scoring_fetch_max_wait_ms
         self.log = log_
@@ -137,6 +146,11 @@ class AlertLogFollower(TopicFollower):
                 continue
             new, _ = await self.log.append_raw(alert_id, r.value)
             appended += int(new)
+            if new and self.on_new is not None:
+                try:
+                    await self.on_new(alert)
+                except Exception as exc:  # evidence is a companion of the alert, never a reason to lose it
+                    log.warning("alert %s: evidence not captured: %s", alert_id, exc)
             FOLLOWER_RECORDS.labels(kind=self.kind, outcome="new" if new else "duplicate").inc()
         await self.state.hset(FRESHNESS_KEY, {"alert_record_ms": max(r.timestamp_ms for r in records)})
         if appended and self.hub is not None:

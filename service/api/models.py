@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -28,18 +29,19 @@ StrictFloat = Annotated[
 StrictInt = Annotated[int, Strict()]
 
 
-def _venue(v: object) -> object:
-    from service.schemas.market import Venue
+_VENUE = re.compile(r"[a-z0-9][a-z0-9.\-]{0,31}")
 
+
+def _venue(v: object) -> object:
     if isinstance(v, str):
         name = v.strip().lower()
-        if name not in {x.value for x in Venue}:
-            raise ValueError(f"unknown venue; one of {', '.join(x.value for x in Venue)}")
+        if not _VENUE.fullmatch(name):
+            raise ValueError("not a venue name (lower-case letters, digits and dashes, e.g. binance-spot)")
         return name
     return v
 
 
-VenueIn = Annotated[str, BeforeValidator(_venue), Field(description="binance-spot, binance-usdm, bybit-spot, ...")]
+VenueIn = Annotated[str, BeforeValidator(_venue), Field(description="venue, e.g. binance-spot; lower-cased")]
 SymbolIn = Annotated[
     str,
     Field(min_length=1, max_length=64),

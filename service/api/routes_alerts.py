@@ -9,8 +9,9 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 
+from service.api.access import require
 from service.api.alertlog import AlertFilter, LogEntry
-from service.api.auth import Principal, Scope, require
+from service.api.auth import Principal, Scope
 from service.api.context import ApiContext, api_context
 from service.api.followers import FRESHNESS_KEY, TAPE_KEYS, scores_stream, tape_stream
 from service.api.metrics import FOLLOWER_LAG
@@ -112,6 +113,12 @@ async def post_feedback(
     if entry is None:
         raise HTTPException(404, detail=f"no alert {alert_id}")
     rec = await ctx.feedback.record(entry, body.verdict.value, body.note, principal.key_id)
+    from service.api.desk import desk_for  # the alert's case (if any) records the verdict too
+
+    cases = desk_for(ctx).cases
+    case_id = await cases.case_of_alert(alert_id)
+    if case_id is not None:
+        await cases.record_feedback(case_id, principal.key_id, alert_id, rec.verdict, rec.note)
     return FeedbackOut(
         alert_id=rec.alert_id,
         verdict=FeedbackVerdict(rec.verdict),
@@ -202,10 +209,10 @@ async def status_(ctx: Ctx, _: Subscriber) -> StatusOut:
             lags[sample.labels.get("kind", "?")] = round(float(sample.value), 3)
     model_name = fresh["model_name"].decode() if "model_name" in fresh else None
     model_version = fresh["model_version"].decode() if "model_version" in fresh else None
-    if model_version is None:
+    if model_version is None:  # no score yet: the loaded market model (the one the worker scores with)
         for info in ctx.scoring.loaded_models():
-            model_name, model_version = info.name, info.version
-            break
+            if info.name == ctx.settings.model_market:
+                model_name, model_version = info.name, info.version
     return StatusOut(
         parts={n: PartOut(ok=h.ok, detail=h.detail) for n, h in parts.items()},
         ingest_lag_s=ingest_lag,

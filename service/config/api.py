@@ -39,7 +39,9 @@ class ApiSettings(BaseModel):
     api_alert_log_maxlen: int = Field(default=100_000, ge=100, description="Capped length of the persistent alert log.")
     api_alert_ttl_s: float = Field(default=30 * 86400, gt=0, description="How long an alert stays fetchable by id.")
     api_scores_per_key: int = Field(default=720, ge=10, description="Latest scores kept per key for GET /v1/scores.")
-    api_tape_per_key: int = Field(default=720, ge=10, description="Price/volume bars kept per key for the dashboard.")
+    api_tape_per_key: int = Field(
+        default=3600, ge=10, description="Price/volume bars kept per key for the dashboard (an hour of 1 s bars)."
+    )
     api_tape_interval_ms: int = Field(default=1000, ge=100, description="Bar width the api builds from trades.")
     api_stream_queue: int = Field(default=256, ge=1, description="Alerts buffered per subscriber before it is cut.")
     api_stream_heartbeat_s: float = Field(default=15.0, gt=0, description="Heartbeat interval on WebSocket/SSE.")

@@ -1,12 +1,14 @@
-"""The dashboard: the page and its static files; and a headless-Chromium test of the whole path: the simulator
-feeds a pump-and-dump, the worker scores it with a small contract model, the alert reaches the dashboard's feed
-and is marked on its price chart, an analyst confirms it with the button, and a screenshot is saved."""
+"""The dashboard: the page and its static files; and a headless-Chromium test of the analyst's whole path: the
+simulator feeds a pump-and-dump, the worker scores it with a small contract model, the alert reaches the feed and
+is marked on its price chart beside the shaded injected span, the analyst opens its evidence (onset and alert
+marked), opens a case, adds a note and closes it; a screenshot of each step is saved under the test's tmp_path."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +24,15 @@ async def test_page_and_static_files(api: Harness) -> None:
     c = api.client
     r = await c.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-    for element in ('id="price"', 'id="score"', 'id="alerts"', 'id="health"', "/static/app.js"):
+    for element in (
+        'id="price"',
+        'id="score"',
+        'id="alerts"',
+        'id="health"',
+        'id="cases"',
+        'id="evidence"',
+        "/static/app.js",
+    ):
         assert element in r.text
     js = await c.get("/static/app.js")
     assert js.status_code == 200 and "javascript" in js.headers["content-type"] and "/v1/alerts/stream" in js.text
@@ -65,14 +75,16 @@ def _calibrate() -> tuple[list[float], list[float]]:
 
 @pytest.mark.slow
 @pytest.mark.integration
-async def test_browser_sees_the_pump_alert_in_feed_and_chart(redis_url: str, unique: str, tmp_path: Path) -> None:
+async def test_browser_desk_pump_alert_evidence_and_case(redis_url: str, unique: str, tmp_path: Path) -> None:
+    """The analyst's path through the demo: the first injected pump's alert in the feed and on the chart, its
+    evidence (onset and alert marked), a case opened on it, a note, the case closed; a screenshot of each step."""
     pytest.importorskip("torch")
     playwright = pytest.importorskip("playwright.async_api")
     if CHROMIUM is None:
         pytest.skip("Debian's chromium is not installed (make test installs it)")
+    from harness.modelgen import export_tiny_model
     from service.ingest.simulator import SimConfig, SimulatorSource
     from service.scoring.worker import ScoringWorker
-    from tests.scoring.modelgen import export_tiny_model
 
     models = tmp_path / "models"
     # the contract model scores how far a window's (robust-scaled) features are from the median; the scaling is
@@ -93,6 +105,7 @@ async def test_browser_sees_the_pump_alert_in_feed_and_chart(redis_url: str, uni
         sim_rate_scale=0.5,
         scoring_warmup_bars=12,
         api_stream_heartbeat_s=5.0,
+        ingest_source="simulator",  # the api then follows the simulator's labels (shaded spans, scoreboard)
     )
 
     sources: list[SimulatorSource] = []
@@ -117,6 +130,15 @@ async def test_browser_sees_the_pump_alert_in_feed_and_chart(redis_url: str, uni
         runtime.components.insert(0, src)
         runtime.components.insert(1, ScoringWorker(settings, runtime.bus, runtime.state))
 
+    shots = tmp_path / "shots"
+    shots.mkdir()
+
+    async def shot(page: Any, name: str) -> None:
+        path = shots / f"{name}.png"
+        await page.screenshot(path=str(path), full_page=True)
+        assert path.stat().st_size > 10_000
+        print(f"screenshot: {path}")
+
     async with harness(settings, serve=True, before_start=extra) as h:
         async with playwright.async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
@@ -129,35 +151,77 @@ async def test_browser_sees_the_pump_alert_in_feed_and_chart(redis_url: str, uni
                 # the alert is on the instrument the simulator pumped, inside the labelled anomaly; its type
                 # (pump vs the dump's crash) is the worker's reading of whichever phase crossed the threshold first
                 assert "sim-binance:ALT1BTC" in text and ("pump and dump" in text or "crash" in text), text
-                assert "risk score" in text  # the explanation is shown
+                assert "risk score" in text and "UTC" in text  # the explanation is shown; times say their zone
                 sim = sources[0].sim
                 assert sim is not None
                 labels = [lb for lb in sim.new_labels(0) if lb.key == "sim-binance:ALT1BTC"]
                 logged, _ = await h.ctx.alert_log.page(AlertFilter(symbols=frozenset({"ALT1BTC"})), None, 5, 100)
-                end = int(logged[-1].alert["window_end_ms"])
+                first = logged[-1].alert
+                end = int(first["window_end_ms"])
                 assert labels and any(lb.start_ms <= end <= lb.end_ms + 60_000 for lb in labels), (end, labels)
-                # marked on the chart: the page shows the alert's symbol (it switches by itself to the first live
-                # alert; clicking the alert does it too) and draws a marker on its prices
-                await item.locator(".head").click()
+                # the dashboard switched to the pumped symbol by itself, puts it in the URL, marks the alert on
+                # its prices and shades the injected anomaly (the simulator's label)
                 await page.wait_for_function(
-                    "Number(document.querySelector('#price').dataset.markers) > 0", timeout=30_000
+                    "Number(document.querySelector('#price').dataset.markers) > 0"
+                    " && Number(document.querySelector('#price').dataset.spans) > 0",
+                    timeout=30_000,
                 )
                 assert await page.locator("#symbol").input_value() == "sim-binance:ALT1BTC"
+                assert "symbol=sim-binance%3AALT1BTC" in page.url
                 await page.wait_for_function(
                     "document.querySelector('#health').innerText.includes('market v1')", timeout=15_000
                 )
-                # the analyst confirms it
-                await item.locator("button.fb-confirm").click()
                 await page.wait_for_function(
-                    "document.querySelector('.alert-item .fb').innerText.includes('confirm')", timeout=10_000
+                    "document.querySelector('#scoreboard').innerText.includes('detected 1')", timeout=20_000
                 )
                 await asyncio.sleep(1.5)  # one more chart refresh so the screenshot shows score and threshold
-                shot = tmp_path / "dashboard.png"
-                await page.screenshot(path=str(shot), full_page=True)
-                print(f"dashboard screenshot: {shot}")
-                assert shot.stat().st_size > 10_000
+                await shot(page, "01-dashboard")
+                # the alert opens into its evidence: its own chart, zoomed on the event, onset and alert marked
+                await page.locator(f".alert-item[data-alert-id='{first['id']}'] .head").click()
+                await page.locator("#evidence").wait_for(state="visible", timeout=10_000)
+                await page.wait_for_function("Number(document.querySelector('#ev-chart').dataset.onset) > 0")
+                onset = int(await page.locator("#ev-chart").get_attribute("data-onset") or 0)
+                marked_alert = int(await page.locator("#ev-chart").get_attribute("data-alert") or 0)
+                assert marked_alert == end and onset <= end, (onset, end)
+                assert "onset" in await page.locator("#ev-summary").inner_text()
+                assert "pump" in await page.locator("#ev-title").inner_text() or "crash" in text
+                await shot(page, "02-evidence")
+                # a case: open, note, close
+                await page.locator("#open-case").click()
+                await page.wait_for_function(
+                    "document.querySelector('#case-status').innerText.startsWith('open')", timeout=10_000
+                )
+                await shot(page, "03-case-opened")
+                note = "volume x80 in 20 s, buyers sweep the book; matches the known pump pattern"
+                await page.locator("#case-note").fill(note)
+                await page.locator("#add-note").click()
+                await page.wait_for_function(
+                    "document.querySelector('#case-audit').innerText.includes('note added')", timeout=10_000
+                )
+                await shot(page, "04-note-added")
+                await page.locator("#case-disposition").select_option("confirmed")
+                await page.locator("#close-case").click()
+                await page.wait_for_function(
+                    "document.querySelector('#case-status').innerText.startsWith('closed')", timeout=10_000
+                )
+                await shot(page, "05-case-closed")
+                await page.locator("#ev-close").click()
+                await page.wait_for_function(
+                    "document.querySelector('#cases').innerText.includes('closed')", timeout=10_000
+                )
+                await shot(page, "06-case-queue")
             finally:
                 await browser.close()
-        entries, _ = await h.ctx.alert_log.page(AlertFilter(symbols=frozenset({"ALT1BTC"})), None, 1, 100)
-        fb = await h.ctx.feedback.latest(str(entries[0].alert["id"]))
-        assert fb is not None and fb.verdict == "confirm" and fb.key_id != ""
+        # what the clicks did, as the API records it: the case, its audit trail by the admin key, the feedback
+        r = await h.client.get(f"/v1/cases?alert_id={first['id']}", headers=h.h("subscribe"))
+        case = r.json()["items"][0]
+        assert case["status"] == "closed" and case["disposition"] == "confirmed" and case["notes"][0]["text"] == note
+        full = (await h.client.get(f"/v1/cases/{case['id']}", headers=h.h("subscribe"))).json()
+        admin_id = h.keys["admin"].split("_")[1]
+        assert [(a["action"], a["key_id"]) for a in full["audit"]] == [
+            ("opened", admin_id),
+            ("note_added", admin_id),
+            ("closed", admin_id),
+        ]
+        fb = await h.ctx.feedback.latest(str(first["id"]))
+        assert fb is not None and fb.verdict == "confirm" and fb.key_id == admin_id

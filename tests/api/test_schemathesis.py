@@ -28,12 +28,12 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from harness.servers import free_port
 from service.api.app import create_app
 from service.api.auth import Scope
 from service.api.context import context_for
 from service.runtime import Runtime
 from tests.api.conftest import api_settings, export_models, make_alert
-from tests.servers import free_port
 
 pytest.importorskip("torch")
 

@@ -24,7 +24,7 @@ from service.api.retry import RetryState
 from service.state.redis import RedisState
 from tests.api.conftest import Harness, api_settings, harness, wait_for
 from tests.api.test_streams import ws_url
-from tests.servers import free_port
+from harness.servers import free_port
 
 
 @pytest.fixture
