@@ -283,6 +283,7 @@ TransactionIn = Annotated[ChainTxIn | TradeIn, Field(discriminator="kind")]
 
 class Verdict(StrEnum):
     NORMAL = "normal"
+    NOTE = "note"
     WATCH = "watch"
     ANOMALOUS = "anomalous"
     CRITICAL = "critical"
@@ -303,6 +304,26 @@ class ScoreResult(BaseModel):
     model_version: str
     context_bars: int = Field(description="bars of live market context the window used (0 for chain)")
     warm: bool = Field(description="false when the context was shorter than the model's window (padded)")
+    transaction: TransactionScore | None = Field(
+        default=None,
+        description="the transaction judged for itself (POST /v1/score/transaction(s)); docs/api-scoring.md",
+    )
+
+
+class TxDriver(BaseModel):
+    name: str = Field(description="size, price, rush, wash; value_vs_sender, value_vs_receiver, fee_share, ...")
+    score: float = Field(description="this component on the transaction scale (3 note, 5 watch, 8 alert)")
+    value: float = Field(description="the transaction's value of it")
+    typical: float | None = Field(description="what is usual in its context, where that is one number")
+    why: str
+
+
+class TransactionScore(BaseModel):
+    score: float = Field(description="the largest driver's score")
+    verdict: Verdict = Field(description="normal below 3, note from 3, watch from 5, anomalous from 8")
+    drivers: list[TxDriver] = Field(description="components, largest first")
+    context: int = Field(description="recent trades (or address history entries) the judgement used")
+    summary: str
 
 
 class BatchIn(BaseModel):
@@ -361,4 +382,5 @@ class ModelsOut(BaseModel):
 
 
 ChainTxIn.model_rebuild()
+ScoreResult.model_rebuild()
 WindowIn.model_rebuild()

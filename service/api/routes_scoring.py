@@ -35,6 +35,7 @@ from service.api.models import (
 )
 from service.api.routes_alerts import AUTH_RESPONSES, Ctx
 from service.api.scoring import BadWindow, ModelUnavailable, ScoringService, UnknownModel
+from service.api.txscore import features_after, score_chain, score_trade, with_transaction
 from service.schemas.scoring import AnomalyType, BranchScores, FeatureContribution, Severity
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
@@ -89,7 +90,14 @@ def _result(
         )
         text = text.replace(" in the window ending 1970-01-01 00:00:00 UTC", "")
     else:
-        verdict = Verdict.WATCH if watch is not None and fused >= watch else Verdict.NORMAL
+        note = getattr(m.thresholds, "note", None)
+        verdict = (
+            Verdict.WATCH
+            if watch is not None and fused >= watch
+            else Verdict.NOTE
+            if note is not None and fused >= note
+            else Verdict.NORMAL
+        )
         feats = ", ".join(f"{c['name']} {c['value']:.3g} (normal {c['normal']:.3g})" for c in contribs)
         text = f"{key}: score {fused:.3g} below the threshold {threshold:.3g}; furthest from normal: {feats}."
     if not warm:
@@ -113,6 +121,7 @@ def _result(
         "model_version": str(r.model_version),
         "context_bars": int(context),
         "warm": bool(warm),
+        "transaction": None,
     }
 
 
@@ -145,23 +154,29 @@ async def _score_one(ctx: Any, item: TradeIn | ChainTxIn, loc: tuple[str | int, 
     if isinstance(item, TradeIn):
         model = svc.model(s.model_market)
         key = f"{item.venue}:{item.symbol}"
-        window, context, warm = svc.trade_window(model, key, item.time_ms, item.price, item.size, item.side == "buy")
+        buy = item.side == "buy"
+        window, context, warm = svc.trade_window(model, key, item.time_ms, item.price, item.size, buy)
         r = await svc.score(s.model_market, window)
-        return _result(svc, model, r, key, window, context, warm, "market")
+        tx = score_trade(svc.trade_context(key), item.time_ms, item.price, item.size, buy)
+        return with_transaction(_result(svc, model, r, key, window, context, warm, "market"), tx, warm)
     from service.features.chain import CHAIN_FEATURES, feature_vector
     from service.features.chain_store import address_features
+    from service.schemas.chain import UNIT_DECIMALS
 
     model = svc.model(s.model_chain)
-    feats = await address_features(
-        ctx.state, item.chain, item.from_address.lower() if item.chain == "ethereum" else item.from_address
-    )
+    sender = await address_features(ctx.state, item.chain, item.from_address)
+    receiver = None if item.to_address is None else await address_features(ctx.state, item.chain, item.to_address)
+    unit = 10.0 ** UNIT_DECIMALS[item.chain]
+    value, fee = int(item.value) / unit, int(item.fee) / unit
+    tx = score_chain(sender, receiver, value, fee)
+    after = features_after(sender, value, fee, item.time_ms, receiver is None or not receiver.get("first_seen_ms"))
     names = list(model.artifact.manifest.features.names)
-    vec = feature_vector(feats, names if set(names) <= set(feats) else CHAIN_FEATURES)
+    vec = feature_vector(after, names if set(names) <= set(after) else CHAIN_FEATURES)
     window = np.tile(np.asarray(vec, dtype=np.float32), (model.window, 1))
     key = f"{item.chain}:{item.from_address}"
     r = await svc.score(s.model_chain, window)
-    seen = any(v for v in vec)
-    return _result(svc, model, r, key, window, 0, seen, "chain")
+    seen = bool(sender.get("first_seen_ms"))
+    return with_transaction(_result(svc, model, r, key, window, 0, seen, "chain"), tx, True)
 
 
 @router.post(

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from service.features.trade_context import TradeContext
 from service.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ class LiveMarket:
     state: Any
     rows: deque[np.ndarray]
     last_bar: Any = None
+    trades: TradeContext = field(default_factory=TradeContext)  # recent prints, for the transaction scorer
     _stacked: np.ndarray | None = None  # `rows` as one [n, F] array, made on first use after they change
 
     def stacked(self) -> np.ndarray | None:
@@ -262,10 +264,16 @@ class ScoringService:
             if len(self.markets) >= 10_000:
                 self.markets.pop(next(iter(self.markets)))
             mk = self.markets[key] = self._new_market(model)
+        mk.trades.add(ts_ms, price, size, taker_buy)
         for bar in mk.builder.add_trade(ts_ms, price, size, taker_buy):
             mk.rows.append(np.asarray(mk.state.update(bar), dtype=np.float32))
             mk.last_bar = bar
             mk._stacked = None
+
+    def trade_context(self, key: str) -> TradeContext | None:
+        """The key's recent prints (None when no trade of it was seen)."""
+        live = self.markets.get(key)
+        return None if live is None else live.trades
 
     def trade_window(
         self, model: LoadedModel, key: str, ts_ms: int, price: float, size: float, buy: bool

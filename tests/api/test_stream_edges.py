@@ -17,6 +17,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from harness.servers import free_port
 from service.api.alertlog import AlertLog
 from service.api.auth import Scope
 from service.api.hub import AlertHub
@@ -24,7 +25,6 @@ from service.api.retry import RetryState
 from service.state.redis import RedisState
 from tests.api.conftest import Harness, api_settings, harness, wait_for
 from tests.api.test_streams import ws_url
-from harness.servers import free_port
 
 
 @pytest.fixture
