@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.status import WS_1008_POLICY_VIOLATION
 
-from service.api.models import FieldProblem, Problem
+from service.api.payloads import FieldProblem, Problem
 
 
 def _field(loc: Any) -> str:

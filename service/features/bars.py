@@ -25,7 +25,7 @@ MAX_SIZE = 1e15
 
 
 @dataclass(slots=True)
-class Bar:
+class TimeBar:
     """One closed time bar. Volumes: `volume` in base units, `quote_volume` in quote units (BTC for SYM/BTC).
 
     Fields a source cannot know are None (klines without trade counts or taker volume, klines never have rush
@@ -130,7 +130,7 @@ class TradeBarBuilder:
         size: float,
         taker_buy: bool,
         quote: float | None = None,
-    ) -> list[Bar]:
+    ) -> list[TimeBar]:
         """Add one trade; return the bars this closed (oldest first, empty intervals included)."""
         # the hot path of the worker (once per tick): comparisons instead of isfinite calls (NaN fails them), one
         # int key per (millisecond, side), and the watermark check inlined; `advance` only when a bar may close
@@ -188,7 +188,7 @@ class TradeBarBuilder:
             start_ms, end_ms = end_ms, start_ms
         self._gaps.append((start_ms, end_ms))
 
-    def advance(self, now_ms: int) -> list[Bar]:
+    def advance(self, now_ms: int) -> list[TimeBar]:
         """Move the watermark to `now_ms` (event time; call it on a timer when the market is quiet)."""
         if self._watermark is None or now_ms > self._watermark:
             self._watermark = now_ms
@@ -197,16 +197,16 @@ class TradeBarBuilder:
         limit = self._watermark - self.allowed_lateness_ms
         return self._emit(limit - limit % self.interval_ms)
 
-    def flush(self) -> list[Bar]:
+    def flush(self) -> list[TimeBar]:
         """Close every open bar (end of a replay file)."""
         if self._next_start is None:
             return []
         last = max(self._open) if self._open else self._next_start - self.interval_ms
         return self._emit(last + self.interval_ms)
 
-    def _emit(self, stop: int) -> list[Bar]:
+    def _emit(self, stop: int) -> list[TimeBar]:
         """Close the bars starting before `stop` (a bar boundary), empty runs capped at `max_empty_bars`."""
-        out: list[Bar] = []
+        out: list[TimeBar] = []
         iv = self.interval_ms
         opened = self._open
         while self._next_start is not None and self._next_start < stop:
@@ -232,7 +232,7 @@ class TradeBarBuilder:
         self._gaps = [g for g in self._gaps if g[1] >= end]
         return hit
 
-    def _close(self, start: int) -> Bar | None:
+    def _close(self, start: int) -> TimeBar | None:
         acc = self._open.pop(start, None)
         end = start + self.interval_ms
         incomplete = self._is_gap(start, end) or self._after_skip
@@ -242,12 +242,12 @@ class TradeBarBuilder:
             self._empty_run += 1
             self._after_skip = False
             c = self._last_close
-            return Bar(start, self.interval_ms, c, c, c, c, 0.0, 0.0, c, 0, 0.0, 0.0, 0.0, 0, 0, incomplete)
+            return TimeBar(start, self.interval_ms, c, c, c, c, 0.0, 0.0, c, 0, 0.0, 0.0, 0.0, 0, 0, incomplete)
         self._empty_run = 0
         self._after_skip = False
         self._last_close = acc.close
         vwap = acc.quote / acc.volume if acc.volume > 0.0 else acc.close
-        return Bar(
+        return TimeBar(
             start_ms=start,
             interval_ms=self.interval_ms,
             open=acc.open,
@@ -275,10 +275,10 @@ def bars_from_trades(
     interval_ms: int = 5000,
     quote: Sequence[float] | None = None,
     max_gap_ms: int = 3_600_000,
-) -> list[Bar]:
+) -> list[TimeBar]:
     """All bars of a time-sorted trade list through `TradeBarBuilder` (the path training uses)."""
     builder = TradeBarBuilder(interval_ms=interval_ms, max_gap_ms=max_gap_ms)
-    out: list[Bar] = []
+    out: list[TimeBar] = []
     for i in range(len(ts_ms)):
         q = None if quote is None else float(quote[i])
         out.extend(builder.add_trade(int(ts_ms[i]), float(price[i]), float(size[i]), bool(taker_buy[i]), q))
@@ -297,7 +297,7 @@ def bars_from_klines(
     interval_ms: int = 60_000,
     fill_gaps: bool = True,
     max_gap_ms: int = 3_600_000,
-) -> list[Bar]:
+) -> list[TimeBar]:
     """Bars from kline rows `(open_time_ms, open, high, low, close, volume[, quote_volume, trades,
     taker_buy_base, taker_buy_quote])`. Missing columns become None (freqtrade caches have only OHLCV).
 
@@ -305,7 +305,7 @@ def bars_from_klines(
     At most `max_gap_ms` of them per hole (at least one); the bar after a longer hole is flagged `incomplete` too.
     """
     max_fill = max(1, max_gap_ms // interval_ms)
-    out: list[Bar] = []
+    out: list[TimeBar] = []
     for row in rows:
         t = int(_num(row[0]))
         o, h, lo, c, v = (_num(x) for x in row[1:6])
@@ -323,9 +323,9 @@ def bars_from_klines(
                 pc = prev.close
                 z_n = None if n is None else 0
                 z_t = None if tb is None else 0.0
-                out.append(Bar(s, interval_ms, pc, pc, pc, pc, 0.0, 0.0, pc, z_n, z_t, z_t, z_t, None, None, True))
+                out.append(TimeBar(s, interval_ms, pc, pc, pc, pc, 0.0, 0.0, pc, z_n, z_t, z_t, z_t, None, None, True))
                 s += interval_ms
         sell = None if tb is None else max(v - tb, 0.0)
         vwap = qv / v if v > 0.0 else c
-        out.append(Bar(t, interval_ms, o, h, lo, c, v, qv, vwap, n, tb, sell, tbq, None, None, hole))
+        out.append(TimeBar(t, interval_ms, o, h, lo, c, v, qv, vwap, n, tb, sell, tbq, None, None, hole))
     return out

@@ -37,6 +37,17 @@ class Severity(StrEnum):
         return ["low", "medium", "high", "critical"].index(self.value)
 
 
+class Verdict(StrEnum):
+    """What a score says about its window: below the note level, at or above it, at or above the watch level,
+    above the alert threshold, at or above the critical level (the manifest's tiers, ordered)."""
+
+    NORMAL = "normal"
+    NOTE = "note"
+    WATCH = "watch"
+    ANOMALOUS = "anomalous"
+    CRITICAL = "critical"
+
+
 class Action(StrEnum):
     REVIEW_NOW = "review_now"
     WATCH = "watch"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.features import Bar, TradeBarBuilder, bars_from_klines
+from service.features import TimeBar as Bar
+from service.features import TradeBarBuilder, bars_from_klines
 from service.schemas.eventtime import TimeBounds
 
 YEAR_MS = 365 * 86_400_000

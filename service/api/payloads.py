@@ -20,12 +20,10 @@ from pydantic import (
 
 from service.features.bars import MAX_PRICE, MAX_SIZE, MIN_PRICE
 from service.schemas.addresses import bitcoin_address, chain_address, market_symbol
-from service.schemas.scoring import Alert, AnomalyType, BranchScores, FeatureContribution, Score, Severity
+from service.schemas.scoring import Alert, AnomalyType, BranchScores, FeatureContribution, Score, Severity, Verdict
 
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/@+\-]+$")]
-StrictFloat = Annotated[
-    float, Strict()
-]  # a JSON number: `true` and "100" are refused (exchanges' strings stop at ingest)
+StrictFloat = Annotated[float, Strict()]  # a JSON number: `true` and "100" are refused
 StrictInt = Annotated[int, Strict()]
 
 
@@ -281,14 +279,6 @@ class TradeIn(BaseModel):
 TransactionIn = Annotated[ChainTxIn | TradeIn, Field(discriminator="kind")]
 
 
-class Verdict(StrEnum):
-    NORMAL = "normal"
-    NOTE = "note"
-    WATCH = "watch"
-    ANOMALOUS = "anomalous"
-    CRITICAL = "critical"
-
-
 class ScoreResult(BaseModel):
     key: str
     fused: float
@@ -347,6 +337,12 @@ class WindowIn(BaseModel):
         description="an unscaled [T, F] feature window in the manifest's feature order (or give `bars`)",
     )
     bars: list[BarIn] | None = Field(default=None, max_length=4096, description="OHLCV bars, oldest first")
+    window_end_ms: int | None = Field(
+        default=None,
+        ge=0,
+        le=10**14,
+        description="when the window ends (ms UTC); given, the explanation names it as the worker's alert does",
+    )
 
 
 class BarIn(BaseModel):
