@@ -122,10 +122,10 @@ async def _score_one(ctx: Any, item: TradeIn | ChainTxIn, loc: tuple[str | int, 
     if isinstance(item, TradeIn):
         model = svc.model(s.model_market)
         key = f"{item.venue}:{item.symbol}"
-        buy = item.side == "buy"
-        window, context, warm = svc.trade_window(model, key, item.time_ms, item.price, item.size, buy)
+        live = await svc.live_context(key)
+        window, context, warm = svc.market_window(model, live)
         r = await svc.score(s.model_market, window)
-        tx = score_trade(svc.trade_context(key), item.time_ms, item.price, item.size, buy)
+        tx = score_trade(None if live is None else live.prints, item.time_ms, item.price, item.size, item.side == "buy")
         return with_transaction(_result(svc, model, r, key, window, context, warm, "market"), tx, warm)
     from service.features.chain import CHAIN_FEATURES, feature_vector
     from service.features.chain_store import address_features

@@ -20,15 +20,16 @@ class TradeContext:
     prints: deque[tuple[int, float, float, bool]] = field(default_factory=deque)  # (ms, price, size, taker buy)
     last_ms: int = 0
 
+    def __post_init__(self) -> None:
+        if self.prints.maxlen != self.capacity:
+            self.prints = deque(self.prints, maxlen=self.capacity)
+
     def add(self, ts_ms: int, price: float, size: float, buy: bool) -> None:
-        """Remember one trade (the oldest falls out past `capacity`)."""
-        if not (price > 0.0 and size > 0.0 and math.isfinite(price) and math.isfinite(size)):
-            return
-        self.prints.append((ts_ms, price, size, buy))
-        while len(self.prints) > self.capacity:
-            self.prints.popleft()
-        if ts_ms > self.last_ms:
-            self.last_ms = ts_ms
+        """Remember one trade (the oldest falls out past `capacity`; once per tick in the worker: kept cheap)."""
+        if size > 0.0:  # the bar builder has checked the price; a zero-size print says nothing about sizes
+            self.prints.append((ts_ms, price, size, buy))
+            if ts_ms > self.last_ms:
+                self.last_ms = ts_ms
 
     def __len__(self) -> int:
         return len(self.prints)
@@ -76,5 +77,7 @@ class TradeContext:
         cap = max(1, min(int(d.get("capacity", 256)), 4096))
         ctx = cls(capacity=cap)
         for p in list(d.get("prints", []))[-cap:]:
-            ctx.add(int(p[0]), float(p[1]), float(p[2]), bool(p[3]))
+            price, size = float(p[1]), float(p[2])
+            if 0.0 < price < math.inf and 0.0 < size < math.inf:
+                ctx.add(int(p[0]), price, size, bool(p[3]))
         return ctx

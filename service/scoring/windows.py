@@ -26,6 +26,7 @@ from service.bus.base import TopicPartition
 from service.features.bars import TimeBar, TradeBarBuilder, bars_from_klines
 from service.features.market import MarketFeatureState
 from service.features.spec import DEFAULT_PARAMS, FeatureParams
+from service.features.trade_context import TradeContext
 from service.schemas.market import Bar as MarketBar
 from service.schemas.market import Gap, Trade
 
@@ -94,6 +95,7 @@ class KeyState:
     bar_interval_ms: int | None = None
     last_close: float = 0.0
     touched: float = 0.0
+    prints: TradeContext = field(default_factory=TradeContext)  # recent trades, published for the API's scorer
 
     def __post_init__(self) -> None:
         self.ring = np.zeros((self.window, self.n_features), dtype=np.float32)
@@ -269,8 +271,10 @@ class WindowStore:
             self.late_ticks += 1
             if new:
                 opens.pop(start, None)
-        elif ts_ms > st.last_event_ms:
-            st.last_event_ms = ts_ms
+        else:
+            st.prints.add(ts_ms, price, size, taker_buy)
+            if ts_ms > st.last_event_ms:
+                st.last_event_ms = ts_ms
         if not bars:
             return []
         out: list[ClosedWindow] = []

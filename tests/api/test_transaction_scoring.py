@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from service.api.txscore import TX_TIERS, Tiers, features_after, score_chain, score_trade
 from service.features.chain import CHAIN_FEATURES
 from service.features.trade_context import TradeContext
+from service.scoring.live_state import LiveContext, LivePublisher
+from service.scoring.windows import WindowStore
 from tests.api.conftest import Harness, api_settings, export_models, harness
 
 T0 = 1_800_000_000_000
@@ -105,9 +107,19 @@ async def test_the_route_says_what_drove_the_score(scored: Harness) -> None:
     svc, c, h = scored.ctx.scoring, scored.client, scored.h("score")
     now = int(time.time() * 1000) - 600_000
     rng = random.Random(3)
-    for i in range(400):  # a quiet market: ten minutes of small trades
+    model = svc.model("market")
+    store = WindowStore(model.window, model.n_features, 5000, warmup_bars=0)
+    last = None
+    for i in range(400):  # a quiet market: ten minutes of small trades, scored and published by the worker
         size = round(math.exp(rng.gauss(0, 0.5)), 4)
-        svc.observe_trade("sim:QUIETUSDT", now + i * 1000, 100.0 * (1 + 1e-4 * rng.gauss(0, 1)), size, i % 2 == 0)
+        for w in store.on_trade(
+            "sim:QUIETUSDT", now + i * 1000, 100.0 * (1 + 1e-4 * rng.gauss(0, 1)), size, i % 2 == 0
+        ):
+            last = w
+    assert last is not None
+    live = LiveContext("sim:QUIETUSDT", last.features, last.window_end_ms, model.name, model.version, True, False,
+                       store.keys["sim:QUIETUSDT"].prints)  # fmt: skip
+    await LivePublisher(scored.runtime.state, 60.0).publish([live])
     body = {"kind": "trade", "venue": "sim", "symbol": "QUIETUSDT", "price": 100.0, "size": 1.0, "side": "buy",
             "time_ms": now + 400_500}  # fmt: skip
     typical = (await c.post("/v1/score/transaction", json=body, headers=h)).json()
