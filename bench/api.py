@@ -94,16 +94,29 @@ class _BenchHooks:
 
     async def start(self) -> None:
         from service.api.context import context_for
+        from service.features.trade_context import TradeContext
+        from service.scoring.live_state import LiveContext, LivePublisher
+        from service.scoring.windows import WindowStore
 
         svc = context_for(self.runtime).scoring
+        model = svc.model(self.runtime.settings.model_market)
+        store = WindowStore(model.window, model.n_features, round(model.artifact.manifest.bar_interval_s * 1000))
         rng = random.Random(7)
         end = int(os.environ.get("RMAD_BENCH_T0_MS") or time.time() * 1000) - 1000
-        for i in range(SYMBOLS):
-            price = 100.0
+        live: list[LiveContext] = []
+        for i in range(SYMBOLS):  # the keys' live context as the scoring worker publishes it
+            price, key, last = 100.0, f"bench:SYM{i}USDT", None
             t0 = end - HISTORY_S * 1000
             for t in range(t0, end, 1000):  # one trade a second for HISTORY_S seconds
                 price *= 1 + rng.uniform(-0.001, 0.001)
-                svc.observe_trade(f"bench:SYM{i}USDT", t, price, rng.lognormvariate(0, 1), rng.random() < 0.5)
+                for w in store.on_trade(key, t, price, rng.lognormvariate(0, 1), rng.random() < 0.5):
+                    last = w
+            if last is not None:
+                prints = store.keys[key].prints if key in store.keys else TradeContext()
+                live.append(
+                    LiveContext(key, last.features, last.window_end_ms, model.name, model.version, True, False, prints)
+                )
+        await LivePublisher(self.runtime.state, 3600.0).publish(live)
 
     async def stop(self) -> None:
         from service.api.context import context_for

@@ -70,6 +70,7 @@ class WindowFeed:
             max_keys=self.s.scoring_max_keys,
             warmup_bars=self.s.scoring_warmup_bars,
             history_bars=self.s.scoring_history_bars,
+            max_gap_ms=round(self.s.event_time_max_gap_s * 1000),
         )
 
     def needed_offsets(self, produced: Callable[[str], int | None]) -> dict[TopicPartition, int]:

@@ -71,6 +71,7 @@ def ingest_settings(kafka: str | None, unique: str, **overrides: object) -> Sett
         ingest_backoff_initial_s=0.05,
         ingest_backoff_max_s=0.5,
         ingest_book_min_interval_ms=0,
+        event_time_max_past_s=10 * 365 * 86_400,  # the fakes send fixed 2023 event times
         **overrides,
     )
 
