@@ -16,7 +16,7 @@ log = logging.getLogger("rmad.evaluate")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", nargs="?", default="all", choices=["all", "market", "chain", "nab"])
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "market", "market-kline", "chain", "nab"])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="../shared/data root")
     parser.add_argument("--version", default=None, help="market artifact version (default: the newest)")
     parser.add_argument("--artifacts", type=Path, default=ROOT / "models" / "artifacts")
@@ -69,6 +69,13 @@ def run(args: argparse.Namespace) -> int:
             print(tables(res))
             if args.json:
                 args.json.write_text(json.dumps(res, indent=2, default=str))
+    if args.what in ("all", "market-kline"):
+        from models.kline.evaluate import evaluate_kline
+
+        kline_args = argparse.Namespace(
+            **{**vars(args), "version": args.version if args.what == "market-kline" else None}
+        )
+        rc = max(rc, evaluate_kline(kline_args))
     for what, module, func in (
         ("chain", "models.chain.pipeline", "evaluate_chain"),
         ("nab", "models.nab.evaluate", "evaluate_nab"),

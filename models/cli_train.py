@@ -30,7 +30,7 @@ def default_version() -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", choices=["market", "chain"], help="which model to train")
+    parser.add_argument("model", choices=["market", "market-kline", "chain"], help="which model to train")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="../shared/data root")
     parser.add_argument("--version", default=None, help="artifact version (default: today's date .1)")
     parser.add_argument("--artifacts", type=Path, default=ROOT / "models" / "artifacts", help="artifact root")
@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: other work shares this 2-core machine)"
+    )
+    parser.add_argument(
+        "--fold-windows", type=int, default=8000, help="market-kline: normal windows per leave-one-period-out fold"
     )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="RMADConfig override (JSON)")
 
@@ -144,6 +147,10 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.model == "market":
         return train_market(args)
+    if args.model == "market-kline":
+        from models.kline.train import train_kline
+
+        return train_kline(args)
     try:
         chain = importlib.import_module("models.chain.pipeline")
     except ModuleNotFoundError:

@@ -142,8 +142,11 @@ def classify(key: str, names: Sequence[str], window: np.ndarray, kind: str = "ma
     up = path - np.minimum.accumulate(path)  # run-up from the lowest point so far
     down = np.maximum.accumulate(path) - path  # drawdown from the highest point so far
     rise, drop = float(up.max()), float(down.max())
+    qv_rel = _col(names, window, "qv_rel")  # kline features: log volume over the key's own baseline
     vol_hot = bool(
-        (vol_z is not None and float(np.max(vol_z)) >= 3.0) or (vol_rel is not None and float(np.max(vol_rel)) >= 2.0)
+        (vol_z is not None and float(np.max(vol_z)) >= 3.0)
+        or (vol_rel is not None and float(np.max(vol_rel)) >= 2.0)
+        or (qv_rel is not None and float(np.max(qv_rel[-3:])) >= 1.6)  # 5x the usual volume
     )
     buying = bool(
         (imb is not None and float(np.max(imb[-3:])) > 0.3) or (rush is not None and float(np.max(rush)) > 0.0)

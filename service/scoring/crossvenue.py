@@ -70,11 +70,21 @@ class Dislocation:
     def z(self) -> float:
         return abs(self.basis_bps - self.usual_bps) / max(self.std_bps, MIN_STD_BPS)
 
+    @property
+    def is_depeg(self) -> bool:
+        """A de-peg is one asset priced in two quote currencies drifting apart on one venue (BTCUSDC against
+        BTCUSDT): the quote lost its peg. The same pair on two venues drifting apart is a venue dislocation, most
+        often one venue's own crash or squeeze, and never a de-peg."""
+        return self.group.startswith("quote:")
+
     def explanation(self) -> str:
+        what = (
+            "a de-peg of its quote currency" if self.is_depeg else "a cross-venue dislocation (one venue moving alone)"
+        )
         return (
             f"{self.key} trades {self.basis_bps - self.usual_bps:+.0f} bps away from {self.reference} "
             f"(basis {self.basis_bps:+.1f} bps against a usual {self.usual_bps:+.1f} ± {self.std_bps:.1f} bps, "
-            f"{self.z:.0f} standard deviations): a de-peg or cross-market dislocation."
+            f"{self.z:.0f} standard deviations): {what}."
         )
 
     def finding(self, threshold: float, incomplete: bool = False) -> Finding:
@@ -84,7 +94,7 @@ class Dislocation:
             policy_key=f"xv|{self.key}",
             key=self.key,
             event_ms=self.bar_end_ms,
-            anomaly=AnomalyType.DEPEG,
+            anomaly=AnomalyType.DEPEG if self.is_depeg else AnomalyType.OTHER,  # a one-venue move is no de-peg
             score=self.z,
             threshold=threshold,
             evidence=(Contribution("basis_bps", self.basis_bps, self.usual_bps, self.z),),
@@ -162,8 +172,9 @@ class CrossVenueMonitor:
         self._dislocated.pop(key, None)
 
     def is_dislocated(self, key: str, bar_end_ms: int, within_ms: int = 300_000) -> bool:
-        """Whether `key` was seen dislocated from its reference within `within_ms` before `bar_end_ms`: the
-        model's own alert on it is then typed a de-peg rather than a price move of the asset."""
+        """Whether `key` was seen de-pegged from its reference quote within `within_ms` before `bar_end_ms`: the
+        model's own alert on it is then typed a de-peg rather than a price move of the asset. Venue dislocations
+        do not count: a crash on one venue stays a crash."""
         end = self._dislocated.get(key)
         return end is not None and 0 <= bar_end_ms - end <= within_ms
 
@@ -208,7 +219,8 @@ class CrossVenueMonitor:
                     ref, ref_px, mem, mem_px = key, close, other, px
                 d = self._pair(group, ref, mem, bar_end_ms, math.log(mem_px / ref_px) * 1e4)
                 if d is not None:
-                    self._dislocated[d.key] = bar_end_ms
+                    if d.is_depeg:
+                        self._dislocated[d.key] = bar_end_ms
                     out.append(d)
         return out
 

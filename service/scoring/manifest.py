@@ -79,8 +79,12 @@ class Manifest(BaseModel):
     version: str
     created_ms: int = 0
     kind: Literal["market", "chain"] = "market"
+    # which service/features set a market model takes: 5 s trade bars ("market") or exchange klines ("kline")
+    feature_set: Literal["market", "kline"] = "market"
     window: int = Field(ge=1)
     bar_interval_s: float = Field(default=5.0, gt=0)
+    # kline models: the candle intervals they take (None: the one `bar_interval_s`)
+    bar_intervals_s: list[float] | None = None
     features: FeatureBlock
     spec_hash: str
     inputs: dict[str, list[int | None]]
@@ -133,12 +137,13 @@ class Artifact:
         return self.path / "model.onnx"
 
 
-def expected_spec(kind: str) -> tuple[list[str], str]:
+def expected_spec(kind: str, feature_set: str = "market") -> tuple[list[str], str]:
     """The feature names and spec hash the runtime computes for a model kind (service/features decides)."""
     if kind == "market":
-        from service.features.spec import MARKET_FEATURES, SPEC_HASH
+        from service.features.sets import feature_set as get_set
 
-        return list(MARKET_FEATURES), SPEC_HASH
+        fs = get_set(feature_set)
+        return list(fs.names), fs.spec_hash
     from service.features import chain as chain_features
 
     return list(chain_features.CHAIN_FEATURES), chain_features.CHAIN_SPEC_HASH
@@ -198,7 +203,7 @@ def load_artifact(path: Path, *, check_features: bool = True) -> Artifact:
     """Read and validate one version directory; with `check_features`, refuse a feature-spec mismatch."""
     manifest = load_manifest(path)
     if check_features:
-        names, spec = expected_spec(manifest.kind)
+        names, spec = expected_spec(manifest.kind, manifest.feature_set)
         check_spec(manifest, names, spec, where=str(path))
     if not (path / "model.onnx").is_file():
         raise ManifestError(f"{path}: no model.onnx")

@@ -32,7 +32,15 @@ from service.scoring.scorer import Scorer
 from service.scoring.session import SessionOptions
 from service.scoring.windows import ClosedWindow, WindowStore, apply_event, market_bar_to_feature_bar
 
-FORMATS = ("binance-trades-csv", "binance-kline-csv", "freqtrade-json", "feather", "nab-csv", "events-jsonl")
+FORMATS = (
+    "binance-trades-csv",
+    "binance-kline-csv",
+    "freqtrade-json",
+    "feather",
+    "nab-csv",
+    "ws-frames",
+    "events-jsonl",
+)
 COLUMNS = ("timestamp", "key", "score", "threshold", "is_alert", "alert_type")
 
 
@@ -49,7 +57,11 @@ class OfflineRow:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model name under the model directory (e.g. market)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model name under the model directory (default: by input, trades -> market, klines -> market-kline)",
+    )
     p.add_argument("--input", required=True, type=Path, help="recorded file")
     p.add_argument("--format", choices=FORMATS, default=None, help="file format (default: guessed from the name)")
     p.add_argument("--output", required=True, type=Path, help="CSV of every scored window")
@@ -78,7 +90,7 @@ def score_events(
     events = iter(events)
     first = next(events, None)
     interval = bar_interval_ms or round(m.bar_interval_s * 1000)
-    if bar_interval_ms is None and isinstance(first, MarketBar):
+    if (bar_interval_ms is None or m.feature_set == "kline") and isinstance(first, MarketBar):
         # a file of candles: its own interval (feature windows are counted in bars, so one spec serves 5 s trade
         # bars and 1 m klines alike; the model's threshold was calibrated on its training bars, though)
         interval = market_bar_to_feature_bar(first).interval_ms
@@ -91,6 +103,7 @@ def score_events(
         allowed_lateness_ms=allowed_lateness_ms,
         warmup_bars=warmup_bars,
         idle_eviction_s=float("inf"),
+        features=m.feature_set,
     )
     states: dict[str, KeyAlertState] = {}
     pending: list[ClosedWindow] = []
@@ -145,6 +158,7 @@ def score_events(
 def run(args: argparse.Namespace) -> int:
     from service.ingest.readers import ReaderError, read_events
     from service.scoring.manifest import ManifestError
+    from service.scoring.model_choice import ModelRefused, check_fit, default_model, describe_choice, peek
     from service.scoring.registry import ModelNotFoundError
     from service.settings import load_settings
 
@@ -154,10 +168,21 @@ def run(args: argparse.Namespace) -> int:
         model_dir, SessionOptions(s.model_provider, s.model_intra_threads, s.model_inter_threads), reload_interval_s=0
     )
     try:
-        model = registry.get(args.model)
-    except (ModelNotFoundError, ManifestError) as exc:
+        peeked = peek(read_events(args.input, args.format, args.symbol), args.format, str(args.input))
+        name = args.model or default_model(peeked.kind)
+        try:
+            model = registry.get(name)
+        except (ModelNotFoundError, ManifestError) as exc:
+            servable = sorted(p.name for p in Path(model_dir).iterdir() if p.is_dir()) if model_dir.is_dir() else []
+            raise ModelRefused(
+                f"{exc}; model directories here: {', '.join(servable) or 'none'} "
+                "(omit --model to pick the model by input format)"
+            ) from None
+        check_fit(model.artifact.manifest, peeked.kind, peeked.interval_ms)
+    except (ModelRefused, ReaderError, OSError) as exc:
         print(f"rmad score: {exc}", file=sys.stderr)
         return 2
+    print(describe_choice(model.name, model.version, peeked.kind, args.model is None), file=sys.stderr)
     scorer = Scorer(registry)
     policy = AlertPolicy(s.alert_hysteresis, int(s.alert_cooldown_s * 1000))
     warmup = args.warmup_bars if args.warmup_bars is not None else s.scoring_warmup_bars
@@ -168,13 +193,12 @@ def run(args: argparse.Namespace) -> int:
         with args.output.open("w", newline="") as fh:
             out = csv.writer(fh)
             out.writerow(COLUMNS)
-            events = read_events(args.input, args.format, args.symbol)
             for row, alert in score_events(
-                events,
+                peeked.events,
                 model,
                 scorer,
                 policy=policy,
-                bar_interval_ms=s.scoring_bar_interval_ms,
+                bar_interval_ms=None if model.artifact.manifest.feature_set == "kline" else s.scoring_bar_interval_ms,
                 warmup_bars=warmup,
                 allowed_lateness_ms=s.scoring_allowed_lateness_ms,
                 batch_size=args.batch_size,

@@ -25,6 +25,7 @@ import numpy as np
 from service.bus.base import TopicPartition
 from service.features.bars import TimeBar, TradeBarBuilder, bars_from_klines
 from service.features.market import MarketFeatureState
+from service.features.sets import FeatureState, feature_set
 from service.features.spec import DEFAULT_PARAMS, FeatureParams
 from service.features.trade_context import TradeContext
 from service.schemas.market import Bar as MarketBar
@@ -76,7 +77,7 @@ class KeyState:
     n_features: int
     history: int
     builder: TradeBarBuilder | None
-    feats: MarketFeatureState
+    feats: FeatureState
     warmup: int
     tp: TopicPartition | None = None
     ring: np.ndarray = field(init=False)
@@ -175,7 +176,10 @@ class WindowStore:
         history_bars: int | None = None,
         params: FeatureParams = DEFAULT_PARAMS,
         max_gap_ms: int = 3_600_000,
+        features: str = "market",
     ) -> None:
+        """`features` names the service/features set the model takes (its manifest's `feature_set`): "market"
+        builds `MarketFeatureState(params)` per key, "kline" the kline features (exchange candles only)."""
         self.window = window
         self.max_gap_ms = max_gap_ms  # longest quiet stretch filled with empty bars (service/features/bars.py)
         self.n_features = n_features
@@ -184,7 +188,11 @@ class WindowStore:
         self.idle_s = idle_eviction_s
         self.max_keys = max_keys
         self.params = params
-        self.warmup = params.warmup if warmup_bars is None else warmup_bars
+        self.features = features
+        fs = feature_set(features)
+        self._new_state = (lambda: MarketFeatureState(params)) if features == "market" else fs.new_state
+        default_warmup = params.warmup if features == "market" else fs.warmup
+        self.warmup = default_warmup if warmup_bars is None else warmup_bars
         self.history = window + self.warmup if history_bars is None else max(history_bars, window)
         self.rebuild_bars = max(self.warmup, window) + 1  # bars re-read before a mark to score the next window
         self.ring_bars = self.history + max(64, self.history // 2)  # slack: marks lag behind closed bars
@@ -212,7 +220,7 @@ class WindowStore:
                 n_features=self.n_features,
                 history=self.ring_bars,
                 builder=TradeBarBuilder(self.bar_interval_ms, self.lateness, self.max_gap_ms) if trades else None,
-                feats=MarketFeatureState(self.params),
+                feats=self._new_state(),
                 warmup=self.warmup,
                 tp=tp,
                 first_offset=offset,
@@ -394,6 +402,8 @@ def apply_event(
     """Feed one normalised market event (service.schemas.market) into the store: the one path shared by the
     streaming worker and the offline `rmad score`, so both build identical windows from identical events."""
     if isinstance(event, Trade):
+        if store.features == "kline":
+            return []  # a kline model builds no bars from trades
         return store.on_trade(
             f"{event.venue}:{event.symbol}",
             event.event_time_ms,
