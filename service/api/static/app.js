@@ -37,6 +37,11 @@ function utcDate(ms) {
   const d = new Date(ms);
   return `${d.getUTCFullYear()}-${pad2(d.getUTCMonth() + 1)}-${pad2(d.getUTCDate())} ${hms(ms)} UTC`;
 }
+// prices span 1e-8 (small caps quoted in BTC) to 1e5: short labels that fit the axis either way
+function fmtPrice(v) {
+  const a = Math.abs(v);
+  return a !== 0 && (a < 0.01 || a >= 1e6) ? v.toExponential(4) : v.toPrecision(6);
+}
 function fmtDur(s) {
   if (s === null || s === undefined) return "n/a";
   s = Math.max(0, s);
@@ -154,6 +159,7 @@ async function refreshCharts() {
       api(`/v1/scores/${keyPath(sym)}?limit=${full ? 5000 : 60}`),
     ]);
     if (sym !== state.symbol) return;
+    if (full) fitLatestAlert(sym, tape.bars, scores.items);
     for (const b of tape.bars) state.tape.set(b.t, b);
     for (const s of scores.items) state.scores.set(s.window_end_ms, s);
     state.loadedFor = sym;
@@ -161,6 +167,16 @@ async function refreshCharts() {
     trim(state.scores, 5000);
   } catch (e) { /* keep the last picture */ }
   drawCharts();
+}
+
+// on opening a market, widen the live window (up to an hour) so its latest alert is in view: after a backfill or
+// a quiet spell the alert may lie well before the last ten minutes
+function fitLatestAlert(sym, bars, scores) {
+  const latest = state.alerts.find((r) => r.alert.key === sym);
+  if (!latest || state.view.end !== null) return;
+  const newest = Math.max(0, ...bars.map((b) => b.t), ...scores.map((s) => s.window_end_ms));
+  const need = newest - latest.alert.window_end_ms + 2 * MIN;
+  if (need > state.view.span) state.view.span = Math.min(60 * MIN, need);
 }
 
 function trim(map, most) {
@@ -263,7 +279,7 @@ function drawPrice() {
     const span = hi - lo || hi * 0.01 || 1;
     lo -= span * 0.05; hi += span * 0.05;
     const y = (p) => pad.t + plotH * (1 - (p - lo) / (hi - lo));
-    drawValueAxis(ctx, y, lo, hi, pad.l, w - pad.r, (v) => v.toPrecision(6));
+    drawValueAxis(ctx, y, lo, hi, pad.l, w - pad.r, fmtPrice);
     const vmax = Math.max(...bars.map((b) => b.v)) || 1;
     const volTop = pad.t + plotH + 6, volH = h - pad.b - volTop;
     const bw = Math.max(1, (w - pad.l - pad.r) * 1000 / (t1 - t0) - 1);
@@ -286,7 +302,7 @@ function drawPrice() {
       markers.push({ id: a.id, x: px, y: py });
     }
     const last = bars[bars.length - 1];
-    $("price-legend").textContent = `${state.symbol} · last ${last.c.toPrecision(6)} at ${utc(last.t)} · ${markers.length} alert${markers.length === 1 ? "" : "s"} in view`;
+    $("price-legend").textContent = `${state.symbol} · last ${fmtPrice(last.c)} at ${utc(last.t)} · ${markers.length} alert${markers.length === 1 ? "" : "s"} in view`;
   } else {
     $("price-legend").textContent = state.symbol;
   }
@@ -550,7 +566,7 @@ function renderEvidence() {
     const buys = tr.filter((t) => t.side === "buy");
     const vol = tr.reduce((s, t) => s + t.size, 0), bvol = buys.reduce((s, t) => s + t.size, 0);
     const px = tr.map((t) => t.price);
-    $("ev-trades").textContent = `${tr.length} trades from ${utc(tr[0].t)} to ${utc(tr[tr.length - 1].t)}; ${(100 * bvol / (vol || 1)).toFixed(0)} % of the volume bought by takers; price ${Math.min(...px).toPrecision(5)} to ${Math.max(...px).toPrecision(5)}`;
+    $("ev-trades").textContent = `${tr.length} trades from ${utc(tr[0].t)} to ${utc(tr[tr.length - 1].t)}; ${(100 * bvol / (vol || 1)).toFixed(0)} % of the volume bought by takers; price ${fmtPrice(Math.min(...px))} to ${fmtPrice(Math.max(...px))}`;
   } else {
     $("ev-trades").textContent = ev.books.length ? `${ev.books.length} book snapshots` : "no trades recorded for this alert";
   }
@@ -575,7 +591,7 @@ function drawEvidence() {
     let lo = Math.min(...ev.bars.map((b) => b.l)), hi = Math.max(...ev.bars.map((b) => b.h));
     const sp = hi - lo || hi * 0.01 || 1; lo -= sp * 0.05; hi += sp * 0.05;
     const y = (p) => pad.t + (split - pad.t - 8) * (1 - (p - lo) / (hi - lo));
-    drawValueAxis(ctx, y, lo, hi, pad.l, w - pad.r, (v) => v.toPrecision(6));
+    drawValueAxis(ctx, y, lo, hi, pad.l, w - pad.r, fmtPrice);
     ctx.strokeStyle = "#58a6ff"; ctx.lineWidth = 1.5; ctx.beginPath();
     ev.bars.forEach((b, i) => (i ? ctx.lineTo(x(b.t), y(b.c)) : ctx.moveTo(x(b.t), y(b.c))));
     ctx.stroke(); ctx.lineWidth = 1;
