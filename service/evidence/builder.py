@@ -53,11 +53,17 @@ class EvTrade:
 
 @dataclass(frozen=True, slots=True)
 class EvBook:
+    """The touch and the largest resting level on each side (where a spoofing wall shows)."""
+
     t: int
     bid: float
     bid_size: float
     ask: float
     ask_size: float
+    wall_bid: float = 0.0
+    wall_bid_size: float = 0.0
+    wall_ask: float = 0.0
+    wall_ask_size: float = 0.0
 
 
 @dataclass(slots=True)
@@ -155,7 +161,17 @@ def build_evidence(
         rush = sorted(sorted(rush, key=lambda t: -t.size)[: limits.max_trades], key=lambda t: t.t)
     ev_books = sorted(
         (
-            EvBook(int(b["t"]), float(b["bid"]), float(b["bid_size"]), float(b["ask"]), float(b["ask_size"]))
+            EvBook(
+                int(b["t"]),
+                float(b["bid"]),
+                float(b["bid_size"]),
+                float(b["ask"]),
+                float(b["ask_size"]),
+                float(b.get("wall_bid", 0.0)),
+                float(b.get("wall_bid_size", 0.0)),
+                float(b.get("wall_ask", 0.0)),
+                float(b.get("wall_ask_size", 0.0)),
+            )
             for b in books
             if start <= int(b["t"]) <= end
         ),

@@ -248,7 +248,7 @@ function drawSpans(ctx, x, labels, top, bottom, withText) {
     ctx.beginPath(); ctx.moveTo(x(l.onset_ms), top); ctx.lineTo(x(l.onset_ms), bottom); ctx.stroke(); ctx.setLineDash([]);
     if (withText) {
       ctx.fillStyle = "#d29922";
-      ctx.fillText(`injected: ${l.type.replaceAll("_", " ")}`, Math.max(a, 72) + 3, top + 12);
+      ctx.fillText(`injected: ${l.type.replaceAll("_", " ")}`, Math.max(a, 120) + 3, top + 12);
     }
     n++;
   }
@@ -545,7 +545,10 @@ function renderEvidence() {
   const ev = state.ev;
   const a = state.evAlert;
   const run = (ev.alert_ms - ev.onset_ms) / 1000;
-  $("ev-summary").textContent = `${a.explanation} · score ${ev.score.toPrecision(3)} against threshold ${ev.threshold.toPrecision(3)} · onset ${utc(ev.onset_ms)}, alert ${utc(ev.alert_ms)} (${run.toFixed(0)} s above threshold) · model ${ev.model}${ev.complete ? "" : " · the after-part is still being recorded"}`;
+  const when = run > 0
+    ? `onset ${utc(ev.onset_ms)}, alert ${utc(ev.alert_ms)}: ${run.toFixed(0)} s above the threshold before it fired`
+    : `onset = alert ${utc(ev.alert_ms)}: the first window above the threshold fired`;
+  $("ev-summary").textContent = `${a.explanation} · ${when} · model ${ev.model}${ev.complete ? "" : " · what followed is still being recorded"}`;
   drawEvidence();
   const bt = $("ev-branches");
   bt.innerHTML = "<tr><th>branch</th><th>score</th><th>weight</th></tr>";
@@ -621,9 +624,10 @@ function drawEvidence() {
   };
   mark(ev.onset_ms, `onset ${hms(ev.onset_ms)}`, "#e3b341", 1);
   mark(ev.alert_ms, `alert ${hms(ev.alert_ms)}`, "#f85149", 2);
-  ctx.fillStyle = "#8b98a8";
-  ctx.fillText("price", 6, pad.t + 10);
-  ctx.fillText("score", 6, split + 20);
+  ctx.fillStyle = "#c9d1d9"; ctx.font = "bold 11px system-ui, sans-serif";
+  ctx.fillText("price", pad.l + 6, pad.t + 12);
+  ctx.fillText("score", pad.l + 6, split + 22);
+  ctx.font = "11px system-ui, sans-serif";
   c.dataset.onset = String(ev.onset_ms);
   c.dataset.alert = String(ev.alert_ms);
 }
@@ -656,7 +660,8 @@ function renderCase() {
   if (c.status !== "closed") $("case-set-status").value = c.status;
   $("case-assignee").value = c.assignee;
   const closed = c.status === "closed";
-  for (const id of ["close-case", "case-disposition", "case-save", "case-set-status"]) $(id).disabled = closed;
+  $("case-edit").hidden = closed;  // a closed case is read, exported or reopened; not edited in place
+  $("reopen-case").hidden = !closed;
   const ol = $("case-audit");
   ol.innerHTML = "";
   for (const r of (c.audit || []).slice().reverse()) {
@@ -706,6 +711,8 @@ function wireCase() {
   $("close-case").addEventListener("click", () => caseAction(
     () => post(`/v1/cases/${state.evCase.id}`, { status: "closed", disposition: $("case-disposition").value }, "PATCH"),
     "case closed"));
+  $("reopen-case").addEventListener("click", () => caseAction(
+    () => post(`/v1/cases/${state.evCase.id}`, { status: "open" }, "PATCH"), "case reopened"));
   $("case-report").addEventListener("click", async () => {
     try {
       const r = await fetch(`/v1/cases/${state.evCase.id}/report`, { headers: { "X-API-Key": state.key } });
