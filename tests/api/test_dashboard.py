@@ -6,6 +6,7 @@ marked), opens a case, adds a note and closes it; a screenshot of each step is s
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -210,6 +211,15 @@ async def test_browser_desk_pump_alert_evidence_and_case(redis_url: str, unique:
                     "document.querySelector('#cases').innerText.includes('closed')", timeout=10_000
                 )
                 await shot(page, "06-case-queue")
+                # the exported report: one file, charts inline, readable offline
+                cases = (await h.client.get("/v1/cases", headers=h.h("subscribe"))).json()["items"]
+                r = await h.client.get(f"/v1/cases/{cases[0]['id']}/report", headers=h.h("subscribe"))
+                report = tmp_path / "case-report.html"
+                report.write_text(r.text, encoding="utf-8")
+                await page.route(re.compile(r"^https?://"), lambda route: route.abort())  # it must need no network
+                await page.goto(report.as_uri())
+                assert await page.locator("svg").count() == 2
+                await shot(page, "07-case-report")
             finally:
                 await browser.close()
         # what the clicks did, as the API records it: the case, its audit trail by the admin key, the feedback
