@@ -3,12 +3,12 @@
     .venv/bin/python -m bench.api [--seconds 8] [--connections 32] [--model auto|shipped|contract]
 
 One uvicorn worker (one process, uvloop, httptools, no access log) serves the real app on a real redis-server
-(tests/servers.py starts one unless RMAD_REDIS_URL is set): every scored request is authenticated (API key, scope
+(harness/servers.py starts one unless RMAD_REDIS_URL is set): every scored request is authenticated (API key, scope
 check) and rate-limited (the token-bucket Lua script in Redis; concurrent takes share one call), validated, given
 live market context and scored by the ONNX model through the micro-batcher. Each of the 50 market keys is given
 10 minutes of live trades first (as the api's trade follower would), so a scored trade takes the warm path: the
 key's real feature rows plus its open bar with the trade added, on copies of the live state. The model is
-models/artifacts/market when shipped (`--model auto`), or the contract test model (tests/scoring/modelgen, window
+models/artifacts/market when shipped (`--model auto`), or the contract test model (harness/modelgen, window
 64; needs torch), whose inference is nearly free, so that run shows what the API itself costs. The load comes from
 a separate process with keep-alive connections written against raw asyncio streams (an HTTP client library would be
 the bottleneck); latency is measured by that client, request written to response read. Both processes' CPU per
@@ -274,12 +274,12 @@ def _model_dir(which: str) -> tuple[Path, str]:
     if which == "shipped":
         raise SystemExit("no shipped market model under models/artifacts/market")
     sys.path.insert(0, str(ROOT))
+    from harness.modelgen import export_tiny_model
     from service.features.spec import MARKET_FEATURES
-    from tests.scoring.modelgen import export_tiny_model
 
     root = Path(tempfile.mkdtemp(prefix="bench-api-models-"))
     export_tiny_model(root, name="market", version="bench", window=64, created_ms=1)
-    return root, f"contract test model (tests/scoring/modelgen, window 64 x {len(MARKET_FEATURES)} features)"
+    return root, f"contract test model (harness/modelgen, window 64 x {len(MARKET_FEATURES)} features)"
 
 
 async def _make_key(redis_url: str, prefix: str) -> str:
@@ -326,7 +326,7 @@ def main() -> None:
         serve(args.serve)
         return
     sys.path.insert(0, str(ROOT))
-    from tests.servers import free_port, start_redis
+    from harness.servers import free_port, start_redis
 
     owned = None
     redis_url = os.environ.get("RMAD_REDIS_URL") or ""

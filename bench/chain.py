@@ -5,7 +5,7 @@ The full follower path runs on one Python process (one core): a node stub serves
 (ethereum.parse_block), publishes one record per involved address to the bus, flushes, saves the block and the
 checkpoint to Redis, and applies every transaction to the address features with one atomic Lua script each
 (confirmations = 0, so features are updated for every block at once). Redis is a real redis-server started here
-(tests/servers.py) unless RMAD_REDIS_URL is set. The bus is the in-process bus, and with `--kafka` also the Tansu
+(harness/servers.py) unless RMAD_REDIS_URL is set. The bus is the in-process bus, and with `--kafka` also the Tansu
 broker (or RMAD_KAFKA_BOOTSTRAP_SERVERS). Also prints each stage alone, to show where the time goes.
 
     .venv/bin/python -m bench.chain [--blocks 200 --txs-per-block 200 --addresses 20000 --kafka]
@@ -28,7 +28,7 @@ import orjson
 
 from service.bus.base import Bus, TopicSpec
 from service.bus.memory import MemoryBus
-from service.features.chain import apply_transactions
+from service.features.chain_store import apply_transactions
 from service.ingest.chain.ethereum import parse_block
 from service.ingest.chain.follower import ChainFollower, FollowerConfig
 from service.ingest.chain.node import Block, BlockRef
@@ -195,7 +195,7 @@ async def stages(raw: list[tuple[str, str, str]], bus: Bus, redis_url: str, topi
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    from tests.servers import start_redis, start_tansu
+    from harness.servers import start_redis, start_tansu
 
     owned = []
     pids: dict[str, int] = {}

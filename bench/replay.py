@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = os.environ.get("RMAD_KAFKA_BOOTSTRAP_SERVERS")
         server = None
         if not bootstrap:
-            from tests.servers import start_tansu
+            from harness.servers import start_tansu
 
             server = start_tansu()
             bootstrap = f"127.0.0.1:{server.port}"

@@ -2,12 +2,12 @@
 
     .venv/bin/python -m bench.soak [--duration 600] [--rate 10000] [--subscribers 50] [--workers 2]
 
-What runs, each in its own process as deployed: the broker (Tansu) and redis-server (tests/servers.py, or the ones
+What runs, each in its own process as deployed: the broker (Tansu) and redis-server (harness/servers.py, or the ones
 in RMAD_KAFKA_BOOTSTRAP_SERVERS / RMAD_REDIS_URL), `rmad ingest --source simulator` in real time (simulated clock =
 wall clock, trade rates scaled so the market makes about `--rate` ticks per second, anomalies every 45 s),
 `--workers` x `rmad worker`, `rmad api`, and `--subscribers` WebSocket clients of /v1/alerts/stream in this process.
 
-The model is the contract test model (tests/scoring/modelgen.py, needs torch) with its scaler fitted on a short
+The model is the contract test model (harness/modelgen.py, needs torch) with its scaler fitted on a short
 normal run of the same market and its threshold at the 90th percentile of that run's scores, so alerts keep coming
 (cool-down 0): the soak is about delivery, not detection quality.
 
@@ -54,9 +54,9 @@ import numpy as np
 import orjson
 
 from bench.pipeline import _hist_quantiles, _scrape, add_set_option
+from harness.servers import free_port, test_servers
 from service.bus.factory import standard_topics
 from service.bus.kafka import KafkaBus, KafkaOptions
-from tests.servers import free_port, test_servers
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW, INTERVAL_MS, WARMUP_BARS = 8, 5000, 2
@@ -74,6 +74,7 @@ def rss_mb(pid: int) -> float:
 
 def calibrate(root: Path, rate_scale: float, seconds: float = 120.0) -> Path:
     """Fit the test model's scaler on a normal run of the soak's market; threshold = its 90th percentile score."""
+    from harness.modelgen import export_tiny_model
     from service.features.scaling import RobustScaler
     from service.ingest.simulator import MarketSimulator, SimConfig, to_market
     from service.scoring.alerts import AlertPolicy
@@ -81,7 +82,6 @@ def calibrate(root: Path, rate_scale: float, seconds: float = 120.0) -> Path:
     from service.scoring.registry import ModelRegistry
     from service.scoring.scorer import Scorer
     from service.scoring.windows import WindowStore, apply_event
-    from tests.scoring.modelgen import export_tiny_model
 
     cfg = replace(SimConfig(seed=5, duration_s=seconds, rate_scale=rate_scale), anomalies=())
     events = [to_market(e) for e in MarketSimulator(cfg).events()]

@@ -1,48 +1,58 @@
-"""Which components each process role runs. Each part adds its builder here as it lands.
+"""Which components each process role runs: one explicit table, role -> builders in start order.
 
 Roles: `ingest` (exchange and chain sources), `worker` (streaming scoring), `api` (HTTP). `rmad run` = all three.
+Builders are named as `module:function` and imported when a role is built (so `rmad --help` stays fast); a name that
+does not resolve is an error naming it, never a role that silently runs without a part.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Callable
 
 from service.runtime import Component, Runtime
 
 Builder = Callable[[Runtime, argparse.Namespace], list[Component]]
 
-# role -> builders, in start order; parts register theirs with `register`.
-_BUILDERS: dict[str, list[Builder]] = {"ingest": [], "worker": [], "api": []}
+ROLES: dict[str, tuple[str, ...]] = {
+    "ingest": (
+        "service.ingest.components:build_ingest",
+        "service.ingest.chain.components:build_chain_components",
+    ),
+    "worker": ("service.scoring.components:build_worker",),
+    "api": ("service.api.components:build_api",),
+}
+ROLE_ORDER: tuple[str, ...] = ("ingest", "worker", "api")
 
 
-def register(role: str, builder: Builder) -> None:
-    _BUILDERS.setdefault(role, []).append(builder)
+class ComponentTableError(LookupError):
+    """A builder named in ROLES cannot be imported or is not callable."""
 
 
-def _load_parts() -> None:
-    """Import the modules that register builders (kept lazy so `rmad --help` stays fast)."""
-    import importlib
+def resolve(ref: str) -> Builder:
+    """`module:function` -> the function; ComponentTableError naming `ref` when it does not resolve."""
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ComponentTableError(f"role builder {ref!r}: cannot import {exc.name!r}") from exc
+    builder = getattr(module, attr, None)
+    if not callable(builder):
+        raise ComponentTableError(f"role builder {ref!r}: {module_name} has no function {attr!r}")
+    return builder  # type: ignore[no-any-return]
 
-    for module in (
-        "service.ingest.components",
-        "service.ingest.chain.components",
-        "service.scoring.components",
-        "service.api.components",
-    ):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            # the part is not built (its module or package is absent); anything else missing is a real error
-            if exc.name is None or not (module == exc.name or module.startswith(exc.name + ".")):
-                raise
+
+def builders(role: str) -> list[Builder]:
+    if role not in ROLES:
+        raise ComponentTableError(f"unknown role {role!r}; known: {', '.join(ROLE_ORDER)}")
+    return [resolve(ref) for ref in ROLES[role]]
 
 
 def build(roles: set[str], runtime: Runtime, args: argparse.Namespace) -> list[Component]:
-    _load_parts()
     out: list[Component] = []
-    for role in ("ingest", "worker", "api"):
+    for role in ROLE_ORDER:
         if role in roles:
-            for builder in _BUILDERS.get(role, []):
+            for builder in builders(role):
                 out.extend(builder(runtime, args))
     return out

@@ -56,56 +56,73 @@ class Settings(
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
 
-    env: Literal["development", "test", "production"] = "development"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    env: Literal["development", "test", "production"] = Field(
+        default="development",
+        description="production refuses the development secret; only development accepts RMAD_API_DEV_KEY",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="root log level")
     secret_key: SecretStr = Field(
         default=SecretStr(DEV_SECRET), description="Signs webhooks and peppers API key hashes."
     )
     shutdown_grace_s: float = Field(default=10.0, gt=0, description="Seconds to drain and commit on SIGTERM.")
 
     # --- HTTP
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
+    host: str = Field(default="127.0.0.1", description="HTTP bind address (0.0.0.0 for every interface)")
+    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port")
 
     # --- Topics (the contract between processes)
-    topic_trades: str = "market.trades"
-    topic_books: str = "market.books"
-    topic_bars: str = "market.bars"
-    topic_chain: str = "chain.txs"
-    topic_scores: str = "scores"
-    topic_alerts: str = "alerts"
-    topic_dead_letters: str = "deadletters"
-    topic_partitions: int = Field(default=6, ge=1, le=10_000)
-    topic_replication_factor: int = Field(default=1, ge=1, le=16)
-    topic_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
+    topic_trades: str = Field(default="market.trades", description="normalised exchange trades")
+    topic_books: str = Field(default="market.books", description="order-book tops (BookTop)")
+    topic_bars: str = Field(default="market.bars", description="closed exchange candles")
+    topic_chain: str = Field(default="chain.txs", description="on-chain transactions, one record per address")
+    topic_scores: str = Field(default="scores", description="one score per scored window")
+    topic_alerts: str = Field(default="alerts", description="explained alerts")
+    topic_dead_letters: str = Field(default="deadletters", description="refused input with a reason code")
+    topic_partitions: int = Field(
+        default=6, ge=1, le=10_000, description="partitions of topics created at start-up; bounds worker parallelism"
+    )
+    topic_replication_factor: int = Field(default=1, ge=1, le=16, description="replicas of topics created at start-up")
+    topic_retention_ms: int = Field(
+        default=7 * 24 * 3600 * 1000, ge=-1, description="retention of topics created at start-up (-1: forever)"
+    )
 
-    # --- Kafka (None: the in-process bus)
-    kafka_bootstrap_servers: str | None = None
-    kafka_client_id: str = "rmad"
-    kafka_acks: Literal["all", "1", "0"] = "all"
+    # --- Kafka (unset: the in-process bus)
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, description="host:port[,host:port]; unset runs the in-process bus (one process only)"
+    )
+    kafka_client_id: str = Field(default="rmad", description="client id the broker logs")
+    kafka_acks: Literal["all", "1", "0"] = Field(default="all", description="producer acknowledgements")
     kafka_enable_idempotence: bool = Field(
         default=False, description="Turn on for Apache Kafka; Tansu rejects idempotent producers."
     )
-    kafka_linger_ms: int = Field(default=5, ge=0, le=60_000)
-    kafka_max_batch_bytes: int = Field(default=1 << 20, ge=1024)
-    kafka_compression: _COMPRESSION = "none"
-    kafka_request_timeout_ms: int = Field(default=30_000, ge=1000)
-    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
-    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
-    kafka_max_poll_records: int = Field(default=2_000, ge=1)
+    kafka_linger_ms: int = Field(default=5, ge=0, le=60_000, description="producer wait to fill a batch")
+    kafka_max_batch_bytes: int = Field(default=1 << 20, ge=1024, description="largest producer batch per partition")
+    kafka_compression: _COMPRESSION = Field(default="none", description="producer compression")
+    kafka_request_timeout_ms: int = Field(default=30_000, ge=1000, description="broker request timeout")
+    kafka_session_timeout_ms: int = Field(
+        default=10_000, ge=1000, description="a consumer silent this long leaves its group (rebalance)"
+    )
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100, description="consumer-group heartbeat")
+    kafka_max_poll_records: int = Field(default=2_000, ge=1, description="most records one poll returns")
     kafka_fetch_max_wait_ms: int = Field(
         default=500, ge=0, le=60_000, description="How long the broker may park an empty fetch (default consumers)."
     )
-    kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    kafka_auto_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest", description="where a group without committed offsets starts"
+    )
     kafka_commit_interval_ms: int = Field(default=1_000, ge=0, description="Max time between offset commits.")
 
     # --- In-process bus bounds (so the embedded mode cannot grow without limit)
-    memory_bus_max_records_per_partition: int = Field(default=1_000_000, ge=1000)
+    memory_bus_max_records_per_partition: int = Field(
+        default=1_000_000, ge=1000, description="in-process bus: oldest records are trimmed beyond this"
+    )
 
-    # --- Redis (None: the in-process state)
-    redis_url: str | None = None
-    redis_key_prefix: str = "rmad:"
-    redis_socket_timeout_s: float = Field(default=5.0, gt=0)
+    # --- Redis (unset: the in-process state)
+    redis_url: str | None = Field(
+        default=None, description="redis://host:port[/db]; unset keeps state in the process (one process only)"
+    )
+    redis_key_prefix: str = Field(default="rmad:", description="prefix of every key this service writes")
+    redis_socket_timeout_s: float = Field(default=5.0, gt=0, description="Redis socket and pool-wait timeout")
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

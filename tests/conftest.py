@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import Servers, test_servers
+from harness.servers import Servers, test_servers
 
 SHARED_DATA = Path(os.environ.get("RMAD_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 

@@ -1,4 +1,4 @@
-"""The market simulator's labelled output (service/ingest/simulator.py): trades CSVs in the Binance pump-file
+"""The market simulator's labelled output (service/ingest/simulator/): trades CSVs in the Binance pump-file
 layout plus labels.json / labels.csv, read through the same loaders as the real files."""
 
 from __future__ import annotations

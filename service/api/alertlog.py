@@ -19,33 +19,11 @@ import orjson
 from service.api.metrics import ALERTS_DUPLICATE, ALERTS_LOGGED, FEEDBACK
 from service.schemas.scoring import Alert, Severity
 from service.state import StateStore
-from service.state.base import CommandRunner, Script
+from service.state.scripts.alerts import APPEND_ALERT
 
 LOG_STREAM = "alerts:log"
 FEEDBACK_STREAM = "feedback:log"
 _SEQ = re.compile(r"^\d{1,20}-\d{1,20}$")
-
-_APPEND_LUA = """
-local cur = redis.call('HGET', KEYS[1], 'seq')
-if cur then return {0, cur} end
-local seq = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'id', ARGV[1], 'json', ARGV[2])
-redis.call('HSET', KEYS[1], 'seq', seq, 'json', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return {1, seq}
-"""
-
-
-def _append_py(r: CommandRunner, keys: list[str], args: list[bytes]) -> list[Any]:
-    cur = r.call("HGET", keys[0], "seq")
-    if cur is not None:
-        return [0, cur]
-    seq = r.call("XADD", keys[1], "MAXLEN", args[2], "*", "id", args[0], "json", args[1])
-    r.call("HSET", keys[0], "seq", seq, "json", args[1])
-    r.call("PEXPIRE", keys[0], args[3])
-    return [1, seq]
-
-
-APPEND_ALERT = Script("api_append_alert", _APPEND_LUA, _append_py)
 
 
 _U64 = (1 << 64) - 1

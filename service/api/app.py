@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from service import __version__
+from service.api.docs_ui import router as docs_ui_router
 from service.api.fastpath import ScoreFastPath
 from service.api.health import router as health_router
 from service.api.http_metrics import HttpMetricsMiddleware
@@ -43,6 +44,8 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
         version=__version__,
         description="Real-time anomaly detection for crypto markets and chains: scores, explained alerts, metrics.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from service.api.docs_ui, with packaged assets (no CDN)
+        redoc_url=None,
         **_no_otel(),
     )
     app.state.runtime = runtime
@@ -51,6 +54,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
     app.add_middleware(ScoreFastPath)  # added first, so inside the metrics: its requests are counted the same
     app.add_middleware(HttpMetricsMiddleware)
     app.include_router(health_router)
+    app.include_router(docs_ui_router)
     from service.api.v1 import install_v1  # the /v1 API, streams and dashboard (issue 7)
 
     install_v1(app)

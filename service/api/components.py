@@ -10,7 +10,6 @@ from service.api.desk import BooksFollower, desk_for
 from service.api.followers import AlertLogFollower, ScoresFollower, TapeFollower
 from service.api.scoring import ModelsComponent
 from service.api.simboard import LabelsFollower
-from service.components import register
 from service.ingest.components import source_name
 from service.runtime import Component, Runtime
 
@@ -37,6 +36,3 @@ def build_api(runtime: Runtime, args: argparse.Namespace) -> list[Component]:
     parts.append(ctx.hub)
     parts.append(ctx.dispatcher)
     return parts
-
-
-register("api", build_api)

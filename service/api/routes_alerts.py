@@ -9,8 +9,9 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 
+from service.api.access import require
 from service.api.alertlog import AlertFilter, LogEntry
-from service.api.auth import Principal, Scope, require
+from service.api.auth import Principal, Scope
 from service.api.context import ApiContext, api_context
 from service.api.followers import FRESHNESS_KEY, TAPE_KEYS, scores_stream, tape_stream
 from service.api.metrics import FOLLOWER_LAG

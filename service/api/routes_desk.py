@@ -14,8 +14,9 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.api.access import require
 from service.api.alertlog import AlertFilter
-from service.api.auth import Principal, Scope, require
+from service.api.auth import Principal, Scope
 from service.api.case_report import render_case_report
 from service.api.cases import FEEDBACK_OF, MAX_NOTE, Case, CaseError, CaseFilter, CaseStatus, Disposition
 from service.api.desk import desk_for

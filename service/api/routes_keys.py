@@ -12,7 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.auth import Principal, Scope, parse_scopes, require
+from service.api.access import require
+from service.api.auth import Principal, Scope, parse_scopes
 from service.api.routes_alerts import AUTH_RESPONSES, Ctx
 
 router = APIRouter(prefix="/v1", tags=["keys"])

@@ -16,7 +16,8 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Response
 from fastapi.exceptions import RequestValidationError
 
-from service.api.auth import Principal, Scope, require
+from service.api.access import require
+from service.api.auth import Principal, Scope
 from service.api.metrics import SCORE_REQUESTS
 from service.api.models import (
     BatchIn,
@@ -145,7 +146,8 @@ async def _score_one(ctx: Any, item: TradeIn | ChainTxIn) -> dict[str, Any]:
         window, context, warm = svc.trade_window(model, key, item.time_ms, item.price, item.size, item.side == "buy")
         r = await svc.score(s.model_market, window)
         return _result(svc, model, r, key, window, context, warm, "market")
-    from service.features.chain import CHAIN_FEATURES, address_features, feature_vector
+    from service.features.chain import CHAIN_FEATURES, feature_vector
+    from service.features.chain_store import address_features
 
     model = svc.model(s.model_chain)
     feats = await address_features(

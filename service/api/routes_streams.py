@@ -24,8 +24,9 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
+from service.api.access import require
 from service.api.alertlog import AlertFilter, LogEntry
-from service.api.auth import AuthError, Principal, Scope, authenticate, presented_key, require
+from service.api.auth import AuthError, Principal, Scope, authenticate, presented_key
 from service.api.context import ApiContext, api_context
 from service.api.hub import SHUTDOWN_REASON, SubscriberCut, Subscription, backlog
 from service.api.metrics import STREAM_CUT, STREAM_SENT, SUBSCRIBERS

@@ -31,8 +31,12 @@ class ChainSettings(BaseModel):
     # --- Bitcoin Core (ZMQ hashblock + JSON-RPC)
     chain_btc_rpc_url: str | None = Field(default=None, description="http://user:pass@host:8332 of Bitcoin Core")
     chain_btc_zmq_url: str | None = Field(default=None, description="tcp://host:28332 (-zmqpubhashblock)")
-    chain_btc_confirmations: int = Field(default=2, ge=0, le=1000)
-    chain_btc_start_block: int | None = Field(default=None, ge=0)
+    chain_btc_confirmations: int = Field(
+        default=2, ge=0, le=1000, description="blocks deep before a block's txs update address features"
+    )
+    chain_btc_start_block: int | None = Field(
+        default=None, ge=0, description="first block when no checkpoint exists (default: the node's head)"
+    )
     chain_btc_poll_s: float = Field(
         default=30.0, gt=0, description="also ask getbestblockhash this often: ZMQ drops messages silently"
     )
@@ -56,16 +60,18 @@ class ChainSettings(BaseModel):
         description="a Bitcoin tx with more inputs + outputs is published per address with only that address's",
     )
     chain_backfill_batch: int = Field(default=16, ge=1, le=1000, description="blocks fetched concurrently")
-    chain_request_timeout_s: float = Field(default=30.0, gt=0)
-    chain_backoff_initial_s: float = Field(default=0.5, gt=0)
-    chain_backoff_max_s: float = Field(default=30.0, gt=0)
+    chain_request_timeout_s: float = Field(default=30.0, gt=0, description="node RPC request timeout")
+    chain_backoff_initial_s: float = Field(default=0.5, gt=0, description="first reconnect delay (doubling)")
+    chain_backoff_max_s: float = Field(default=30.0, gt=0, description="cap of the reconnect delay")
     chain_features: bool = Field(default=True, description="update address activity features in the state store")
     chain_features_applied_ttl_s: int = Field(
         default=6 * 3600,
         ge=60,
         description="how long a tx's applied-once marker is kept (it only has to outlive a crash mid-block)",
     )
-    chain_features_window_ttl_s: int = Field(default=2 * 86400, ge=3600)
+    chain_features_window_ttl_s: int = Field(
+        default=2 * 86400, ge=3600, description="lifetime of the 1 h / 24 h degree window sets"
+    )
 
     @field_validator("chain_eth_ws_url", "chain_btc_rpc_url", "chain_btc_zmq_url")
     @classmethod

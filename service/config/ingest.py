@@ -44,38 +44,44 @@ class IngestSettings(BaseModel):
     ingest_streams: Annotated[list[StreamName], NoDecode] = Field(
         default_factory=lambda: list(ALL_STREAMS), description="event kinds to subscribe to"
     )
-    ingest_kline_interval: Literal["1m", "3m", "5m", "15m", "1h"] = "1m"
-    ingest_binance_trade_stream: Literal["aggTrade", "trade"] = "aggTrade"
+    ingest_kline_interval: Literal["1m", "3m", "5m", "15m", "1h"] = Field(default="1m", description="candle stream")
+    ingest_binance_trade_stream: Literal["aggTrade", "trade"] = Field(
+        default="aggTrade", description="Binance trade stream (aggregated or raw trades)"
+    )
 
     # --- endpoints (real defaults; tests override)
-    binance_spot_ws_url: str = "wss://stream.binance.com:9443"
-    binance_usdm_ws_url: str = "wss://fstream.binance.com"
-    binance_spot_rest_url: str = "https://api.binance.com"
-    binance_usdm_rest_url: str = "https://fapi.binance.com"
-    bybit_spot_ws_url: str = "wss://stream.bybit.com/v5/public/spot"
-    bybit_linear_ws_url: str = "wss://stream.bybit.com/v5/public/linear"
+    binance_spot_ws_url: str = Field(default="wss://stream.binance.com:9443", description="Binance spot websocket")
+    binance_usdm_ws_url: str = Field(default="wss://fstream.binance.com", description="Binance USD-M futures websocket")
+    binance_spot_rest_url: str = Field(default="https://api.binance.com", description="Binance spot depth snapshots")
+    binance_usdm_rest_url: str = Field(default="https://fapi.binance.com", description="Binance USD-M snapshots")
+    bybit_spot_ws_url: str = Field(default="wss://stream.bybit.com/v5/public/spot", description="Bybit v5 spot")
+    bybit_linear_ws_url: str = Field(default="wss://stream.bybit.com/v5/public/linear", description="Bybit v5 linear")
 
     # --- exchange limits
     binance_spot_max_msgs_per_s: float = Field(default=5.0, gt=0, description="Binance spot inbound limit")
     binance_usdm_max_msgs_per_s: float = Field(default=10.0, gt=0, description="Binance futures inbound limit")
-    binance_max_streams_per_connection: int = Field(default=1024, ge=1, le=1024)
-    binance_max_streams_per_subscribe: int = Field(default=200, ge=1, le=1024)
-    binance_depth_snapshot_limit: int = Field(default=1000, ge=5, le=5000)
-    binance_depth_speed: Literal["100ms", "250ms", "500ms", ""] = "100ms"
-    bybit_max_args_per_subscribe: int = Field(default=10, ge=1, le=10)
-    bybit_max_topics_per_connection: int = Field(default=200, ge=1)
-    bybit_ping_interval_s: float = Field(default=20.0, gt=0)
-    bybit_book_depth: Literal[1, 50, 200, 1000] = 50
+    binance_max_streams_per_connection: int = Field(
+        default=1024, ge=1, le=1024, description="combined streams per connection (sharded beyond)"
+    )
+    binance_max_streams_per_subscribe: int = Field(default=200, ge=1, le=1024, description="streams per SUBSCRIBE")
+    binance_depth_snapshot_limit: int = Field(default=1000, ge=5, le=5000, description="levels of the REST snapshot")
+    binance_depth_speed: Literal["100ms", "250ms", "500ms", ""] = Field(
+        default="100ms", description="depth diff stream speed (empty: the exchange default)"
+    )
+    bybit_max_args_per_subscribe: int = Field(default=10, ge=1, le=10, description="topics per subscribe message")
+    bybit_max_topics_per_connection: int = Field(default=200, ge=1, description="topics per connection")
+    bybit_ping_interval_s: float = Field(default=20.0, gt=0, description="client ping interval")
+    bybit_book_depth: Literal[1, 50, 200, 1000] = Field(default=50, description="orderbook.<depth> topic")
 
     # --- connection lifecycle
-    ingest_backoff_initial_s: float = Field(default=1.0, gt=0)
-    ingest_backoff_max_s: float = Field(default=60.0, gt=0)
-    ingest_open_timeout_s: float = Field(default=10.0, gt=0)
+    ingest_backoff_initial_s: float = Field(default=1.0, gt=0, description="first reconnect delay (jittered, doubling)")
+    ingest_backoff_max_s: float = Field(default=60.0, gt=0, description="cap of the reconnect delay")
+    ingest_open_timeout_s: float = Field(default=10.0, gt=0, description="websocket connect and handshake timeout")
     ingest_idle_timeout_s: float = Field(default=90.0, gt=0, description="no frame for this long -> reconnect")
     ingest_max_connection_age_s: float = Field(
         default=23 * 3600.0, gt=0, description="rotate before the exchanges' 24 h limit"
     )
-    ingest_rest_timeout_s: float = Field(default=10.0, gt=0)
+    ingest_rest_timeout_s: float = Field(default=10.0, gt=0, description="depth snapshot request timeout")
 
     # --- normalisation and publishing
     ingest_book_levels: int = Field(default=20, ge=1, le=1000, description="levels per side in market.books")
@@ -84,7 +90,7 @@ class IngestSettings(BaseModel):
     )
     ingest_trade_dedupe_window: int = Field(default=20_000, ge=100, description="recent trade ids kept per key")
 
-    # --- sources other than the live exchanges (replay, simulator) are added below by their part
+    # --- sources other than the live exchanges: replay and simulator
     ingest_source: str = Field(
         default="live",
         description="live | simulator | replay[:PATH[:FORMAT[:SPEED]]] | none (`--source` overrides it)",
@@ -96,7 +102,7 @@ class IngestSettings(BaseModel):
     replay_rebase_time: bool = Field(default=False, description="shift event times so the replay starts now")
     replay_max_wait_s: float = Field(default=300.0, gt=0, description="longest single wait; longer holes are skipped")
     topic_sim_labels: str = Field(default="sim.labels", description="ground-truth labels of simulated anomalies")
-    sim_seed: int = 7
+    sim_seed: int = Field(default=7, description="simulator random seed (same seed, same market)")
     sim_speed: float = Field(default=20.0, gt=0, description="simulated seconds per wall second")
     sim_backfill_s: float = Field(
         default=3600.0, ge=0, description="simulated history before now, run at sim_speed until it catches up"

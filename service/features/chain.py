@@ -1,4 +1,4 @@
-"""Address activity features, kept incrementally in Redis with one atomic script per transaction.
+"""Address activity features: their names, definitions and the exact aggregates both computing paths reduce to.
 
 Why these names: `CHAIN_FEATURES` are spelt exactly like the columns of the Ethereum fraud-accounts dataset
 (../shared/data/ethereum-fraud-accounts/transaction_dataset.csv, trailing space of "max value received " included)
@@ -22,10 +22,8 @@ Definitions (one transaction is split into per-address legs by `legs`):
 - Unique counterparties are HyperLogLog counts in Redis (about 0.8 % standard error, exact for small sets in
   practice) and exact in the in-process store and in `features_from_transactions`.
 
-Ingest applies a block's transactions when the block is `confirmations` deep, so orphaned blocks of ordinary reorgs
-never reach these aggregates (min/max and HyperLogLog cannot be un-applied). Each transaction is applied at most
-once: the script first sets `chain:feat:<chain>:applied:<tx hash>` with NX, so a block re-applied after a crash
-adds nothing.
+The incremental path (a state store script per transaction, applied once each) is service.features.chain_store;
+`features_from_transactions` here recomputes the same features from scratch and is what it is tested against.
 """
 
 from __future__ import annotations
@@ -34,14 +32,10 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-import orjson
 
 from service.schemas.chain import UNIT_DECIMALS, Chain, ChainTx
-from service.state.base import CommandRunner, FieldValue, Script, StateError, StateStore
-from service.state.redis import RedisState
 
 #: Columns of the fraud-accounts dataset this module computes, in the dataset's order (model inputs).
 CHAIN_FEATURES: tuple[str, ...] = (
@@ -95,8 +89,8 @@ def signed_log1p(x: np.ndarray) -> np.ndarray:
     return out
 
 
-_LONGEST_WINDOW_MS = max(s for _, s in WINDOWS_S) * 1000
-_GWEI = 10**9  # sums are kept as two int64 halves (value // 1e9, value % 1e9) so HINCRBY never overflows
+LONGEST_WINDOW_MS = max(s for _, s in WINDOWS_S) * 1000
+GWEI = 10**9  # sums are kept as two int64 halves (value // 1e9, value % 1e9) so HINCRBY never overflows
 
 
 # ----------------------------------------------------------------------------------------------------------- legs
@@ -292,354 +286,6 @@ def features_from_transactions(txs: Iterable[ChainTx], now_ms: int | None = None
     return out
 
 
-# ------------------------------------------------------------------------------------------ Redis layout + scripts
-def address_prefix(chain: str, address: str) -> str:
-    return f"chain:feat:{chain}:{address}"
-
-
-def address_keys(chain: str, address: str) -> list[str]:
-    """hash of aggregates, HLL sent-to, HLL received-from, window zset out, window zset in."""
-    p = address_prefix(chain, address)
-    return [p, p + ":to", p + ":from", p + ":wout", p + ":win"]
-
-
-def clock_key(chain: str) -> str:
-    return f"chain:feat:{chain}:clock"
-
-
-def applied_key(chain: str, tx_hash: str) -> str:
-    return f"chain:feat:{chain}:applied:{tx_hash}"
-
-
-_LUA_UPDATE = """
--- ARGV[1]: JSON {h, t, ttl, cut, wttl, legs: [{s, sh, sl, r, rh, rl, c, to, fr}]}, every number a string
--- KEYS: applied marker, chain clock, then 5 keys per leg (aggregates, HLL to, HLL from, window out, window in)
-local p = cjson.decode(ARGV[1])
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', p.ttl) then return 0 end
-local t = p.t
-local tn = tonumber(t)
-local clock = redis.call('GET', KEYS[2])
-if (not clock) or tonumber(clock) < tn then redis.call('SET', KEYS[2], t) end
-local function lt(a, b) if #a ~= #b then return #a < #b end return a < b end
-for i, leg in ipairs(p.legs) do
-  local k = 2 + (i - 1) * 5
-  local h = KEYS[k + 1]
-  local cur = redis.call('HMGET', h, 't0', 't1', 'smin', 'smax', 'st0', 'st1', 'rmin', 'rmax', 'rt0', 'rt1',
-                         'sn', 'rn', 'cn')
-  local upd = {}
-  local function put(f, v) upd[#upd + 1] = f; upd[#upd + 1] = v end
-  local function lo_t(f, j) if (not cur[j]) or tn < tonumber(cur[j]) then put(f, t) end end
-  local function hi_t(f, j) if (not cur[j]) or tn > tonumber(cur[j]) then put(f, t) end end
-  local function lo_v(f, j, v) if (not cur[j]) or lt(v, cur[j]) then put(f, v) end end
-  local function hi_v(f, j, v) if (not cur[j]) or lt(cur[j], v) then put(f, v) end end
-  lo_t('t0', 1)
-  hi_t('t1', 2)
-  if leg.c then put('cn', tostring((tonumber(cur[13]) or 0) + 1)) end
-  if leg.s then
-    put('sn', tostring((tonumber(cur[11]) or 0) + 1))
-    lo_v('smin', 3, leg.s)
-    hi_v('smax', 4, leg.s)
-    lo_t('st0', 5)
-    hi_t('st1', 6)
-    if leg.sh ~= '0' then redis.call('HINCRBY', h, 'sh', leg.sh) end
-    redis.call('HINCRBY', h, 'sl', leg.sl)
-    redis.call('ZADD', KEYS[k + 4], t, t .. '|' .. leg.s .. '|' .. p.h)
-    redis.call('ZREMRANGEBYSCORE', KEYS[k + 4], '-inf', p.cut)
-    redis.call('EXPIRE', KEYS[k + 4], p.wttl)
-    if #leg.to > 0 then redis.call('PFADD', KEYS[k + 2], unpack(leg.to)) end
-  end
-  if leg.r then
-    put('rn', tostring((tonumber(cur[12]) or 0) + 1))
-    lo_v('rmin', 7, leg.r)
-    hi_v('rmax', 8, leg.r)
-    lo_t('rt0', 9)
-    hi_t('rt1', 10)
-    if leg.rh ~= '0' then redis.call('HINCRBY', h, 'rh', leg.rh) end
-    redis.call('HINCRBY', h, 'rl', leg.rl)
-    redis.call('ZADD', KEYS[k + 5], t, t .. '|' .. leg.r .. '|' .. p.h)
-    redis.call('ZREMRANGEBYSCORE', KEYS[k + 5], '-inf', p.cut)
-    redis.call('EXPIRE', KEYS[k + 5], p.wttl)
-    if #leg.fr > 0 then redis.call('PFADD', KEYS[k + 3], unpack(leg.fr)) end
-  end
-  if #upd > 0 then redis.call('HSET', h, unpack(upd)) end
-end
-return 1
-"""
-
-
-def _py_update(r: CommandRunner, keys: list[str], argv: list[bytes]) -> int:
-    """Python twin of _LUA_UPDATE for the in-process store (same commands, same order, same results)."""
-    p = orjson.loads(argv[0])
-    if r.call("SET", keys[0], "1", "NX", "EX", p["ttl"]) is None:
-        return 0
-    t: str = p["t"]
-    tn = int(t)
-    clock = r.call("GET", keys[1])
-    if clock is None or int(clock) < tn:
-        r.call("SET", keys[1], t)
-
-    def lt(a: str, b: str) -> bool:
-        return len(a) < len(b) if len(a) != len(b) else a < b
-
-    for i, leg in enumerate(p["legs"]):
-        k = 2 + i * 5
-        h = keys[k]
-        fields = ("t0", "t1", "smin", "smax", "st0", "st1", "rmin", "rmax", "rt0", "rt1", "sn", "rn", "cn")
-        cur = [None if v is None else v.decode() for v in r.call("HMGET", h, *fields)]
-        upd: list[FieldValue] = []
-
-        def lo_t(f: str, j: int) -> None:
-            c = cur[j]  # noqa: B023 - the helpers run within this iteration only
-            if c is None or tn < int(c):
-                upd.extend((f, t))  # noqa: B023
-
-        def hi_t(f: str, j: int) -> None:
-            c = cur[j]  # noqa: B023
-            if c is None or tn > int(c):
-                upd.extend((f, t))  # noqa: B023
-
-        def lo_v(f: str, j: int, v: str) -> None:
-            c = cur[j]  # noqa: B023
-            if c is None or lt(v, c):
-                upd.extend((f, v))  # noqa: B023
-
-        def hi_v(f: str, j: int, v: str) -> None:
-            c = cur[j]  # noqa: B023
-            if c is None or lt(c, v):
-                upd.extend((f, v))  # noqa: B023
-
-        lo_t("t0", 0)
-        hi_t("t1", 1)
-        if leg.get("c"):
-            upd.extend(("cn", str(int(cur[12] or 0) + 1)))
-        for d, n_i, lo_i, n_f, mn, mx, t0, t1, hf, lf, zk, hk, cps in (
-            ("s", 10, 2, "sn", "smin", "smax", "st0", "st1", "sh", "sl", keys[k + 3], keys[k + 1], "to"),
-            ("r", 11, 6, "rn", "rmin", "rmax", "rt0", "rt1", "rh", "rl", keys[k + 4], keys[k + 2], "fr"),
-        ):
-            v = leg.get(d)
-            if not v:
-                continue
-            upd.extend((n_f, str(int(cur[n_i] or 0) + 1)))
-            lo_v(mn, lo_i, v)
-            hi_v(mx, lo_i + 1, v)
-            lo_t(t0, lo_i + 2)
-            hi_t(t1, lo_i + 3)
-            if leg[d + "h"] != "0":
-                r.call("HINCRBY", h, hf, leg[d + "h"])
-            r.call("HINCRBY", h, lf, leg[d + "l"])
-            r.call("ZADD", zk, t, f"{t}|{v}|{p['h']}")
-            r.call("ZREMRANGEBYSCORE", zk, "-inf", p["cut"])
-            r.call("EXPIRE", zk, p["wttl"])
-            if leg[cps]:
-                r.call("PFADD", hk, *leg[cps])
-        if upd:
-            r.call("HSET", h, *upd)
-    return 1
-
-
-UPDATE_SCRIPT = Script("chain_features_update_v2", _LUA_UPDATE, _py_update)
-
-_LUA_READ = """
-local clock = redis.call('GET', KEYS[6]) or ''
-local lo = '-inf'
-if clock ~= '' then lo = tostring(tonumber(clock) - tonumber(ARGV[1])) end
-return {clock, redis.call('HGETALL', KEYS[1]), redis.call('PFCOUNT', KEYS[2]), redis.call('PFCOUNT', KEYS[3]),
-        redis.call('ZRANGEBYSCORE', KEYS[4], lo, '+inf'), redis.call('ZRANGEBYSCORE', KEYS[5], lo, '+inf')}
-"""
-
-
-def _py_read(r: CommandRunner, keys: list[str], argv: list[bytes]) -> list[Any]:
-    clock = r.call("GET", keys[5]) or b""
-    lo: FieldValue = "-inf" if clock == b"" else int(clock) - int(argv[0])
-    flat: list[bytes] = []
-    for k, v in r.call("HGETALL", keys[0]).items():
-        flat += [k.encode() if isinstance(k, str) else k, v]
-    return [
-        clock,
-        flat,
-        r.call("PFCOUNT", keys[1]),
-        r.call("PFCOUNT", keys[2]),
-        r.call("ZRANGEBYSCORE", keys[3], lo, "+inf"),
-        r.call("ZRANGEBYSCORE", keys[4], lo, "+inf"),
-    ]
-
-
-READ_SCRIPT = Script("chain_features_read_v1", _LUA_READ, _py_read)
-
-
-@dataclass(frozen=True, slots=True)
-class ScriptCall:
-    """One prepared UPDATE_SCRIPT invocation (keys and args), so callers can pipeline many of them."""
-
-    keys: list[str]
-    args: list[FieldValue]
-
-
-def update_call(
-    tx: ChainTx,
-    *,
-    applied_ttl_s: int = 6 * 3600,
-    window_ttl_s: int = 2 * 86400,
-) -> ScriptCall | None:
-    """Keys and the one JSON argument of the atomic update for `tx`; None when it touches no address's features.
-
-    Every number travels as a decimal string: Lua numbers are doubles, and wei amounts are not.
-    """
-    chain = tx.chain.value
-    ls = legs(tx)
-    if not ls:
-        return None
-    t = tx.time_ms
-    keys = [applied_key(chain, tx.tx_hash), clock_key(chain)]
-    out_legs: list[dict[str, Any]] = []
-    for leg in ls:
-        keys += address_keys(chain, leg.address)
-        d: dict[str, Any] = {"to": leg.to, "fr": leg.frm}
-        if leg.sent is not None:
-            s = leg.sent
-            d.update(s=str(s), sh=str(s // _GWEI), sl=str(s % _GWEI))
-        if leg.received is not None:
-            rv = leg.received
-            d.update(r=str(rv), rh=str(rv // _GWEI), rl=str(rv % _GWEI))
-        if leg.created:
-            d["c"] = True
-        out_legs.append(d)
-    payload = {
-        "h": tx.tx_hash,
-        "t": str(t),
-        "ttl": str(applied_ttl_s),
-        "cut": str(t - _LONGEST_WINDOW_MS - 1),
-        "wttl": str(window_ttl_s),
-        "legs": out_legs,
-    }
-    return ScriptCall(keys, [orjson.dumps(payload)])
-
-
-async def apply_transaction(state: StateStore, tx: ChainTx, **ttl: int) -> bool:
-    """Apply one transaction atomically; False when it was already applied (or touches no features)."""
-    call = update_call(tx, **ttl)
-    if call is None:
-        return False
-    return bool(await state.run_script(UPDATE_SCRIPT, call.keys, call.args))
-
-
-async def apply_transactions(state: StateStore, txs: Sequence[ChainTx], **ttl: int) -> int:
-    """Apply many transactions in order, one atomic script each; pipelined on Redis. Returns how many applied."""
-    calls = [c for c in (update_call(tx, **ttl) for tx in txs) if c is not None]
-    if not calls:
-        return 0
-    if isinstance(state, RedisState):
-        return await _redis_pipeline(state, calls)
-    n = 0
-    for c in calls:
-        n += int(await state.run_script(UPDATE_SCRIPT, c.keys, c.args))
-    return n
-
-
-def _resp(args: Sequence[bytes]) -> bytes:
-    """One command in the Redis protocol (RESP2 array of bulk strings)."""
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        out += (b"$%d\r\n" % len(a), a, b"\r\n")
-    return b"".join(out)
-
-
-async def _redis_pipeline(state: RedisState, calls: list[ScriptCall]) -> int:
-    """EVALSHA per transaction, all sent in one write and read back in order: each script stays atomic.
-
-    Why by hand: redis-py's generic command packing cost more CPU than the rest of the ingest path per
-    transaction; this is the same pipelining (one round trip) with a plain RESP encoder. A NOSCRIPT answer (Redis
-    restarted between loading and running) reloads the script and sends the batch again: the applied-once
-    markers make the repeat add nothing for the transactions that did run.
-    """
-    from redis.exceptions import ResponseError
-
-    r = state.client
-    sha = str(await r.script_load(UPDATE_SCRIPT.lua)).encode()
-    prefix = state.prefix.encode()
-    packed = b"".join(
-        _resp(
-            [
-                b"EVALSHA",
-                sha,
-                b"%d" % len(c.keys),
-                *[prefix + k.encode() for k in c.keys],
-                *[a if isinstance(a, bytes) else str(a).encode() for a in c.args],
-            ]
-        )
-        for c in calls
-    )
-    pool = r.connection_pool
-    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-    applied = 0
-    first_error: ResponseError | None = None
-    try:
-        await conn.send_packed_command(packed)
-        for _ in calls:
-            try:
-                applied += int(await conn.read_response())
-            except ResponseError as exc:
-                first_error = first_error or exc
-    except BaseException:
-        await conn.disconnect()
-        raise
-    finally:
-        await pool.release(conn)
-    if first_error is not None:
-        if str(first_error).startswith("NOSCRIPT"):
-            return applied + await _redis_pipeline(state, calls)
-        raise StateError(f"script {UPDATE_SCRIPT.name} failed: {first_error}") from first_error
-    return applied
-
-
-def _int(b: bytes | None) -> int | None:
-    return None if b is None else int(b)
-
-
-def _window(members: Sequence[bytes]) -> list[tuple[int, int]]:
-    out = []
-    for m in members:
-        t, v, _ = m.split(b"|", 2)
-        out.append((int(t), int(v)))
-    return out
-
-
-async def address_features(state: StateStore, chain: str, address: str) -> dict[str, float]:
-    """The live features of one address (`ACTIVITY_FEATURES`; zeros for an address never seen)."""
-    keys = [*address_keys(chain, address), clock_key(chain)]
-    clock, flat, uto, ufrom, wout, win = await state.run_script(READ_SCRIPT, keys, [_LONGEST_WINDOW_MS])
-    h = {
-        (flat[i].decode() if isinstance(flat[i], bytes) else str(flat[i])): flat[i + 1] for i in range(0, len(flat), 2)
-    }
-
-    def n(f: str) -> int:
-        return int(h.get(f, b"0"))
-
-    agg = Aggregate(
-        sent_n=n("sn"),
-        recv_n=n("rn"),
-        created_n=n("cn"),
-        sent_sum=n("sh") * _GWEI + n("sl"),
-        recv_sum=n("rh") * _GWEI + n("rl"),
-        sent_min=_int(h.get("smin")),
-        sent_max=_int(h.get("smax")),
-        recv_min=_int(h.get("rmin")),
-        recv_max=_int(h.get("rmax")),
-        sent_t0=_int(h.get("st0")),
-        sent_t1=_int(h.get("st1")),
-        recv_t0=_int(h.get("rt0")),
-        recv_t1=_int(h.get("rt1")),
-        t0=_int(h.get("t0")),
-        t1=_int(h.get("t1")),
-        uniq_to=int(uto),
-        uniq_from=int(ufrom),
-        out_win=_window(wout),
-        in_win=_window(win),
-    )
-    now = int(clock) if clock else 0
-    return finish(agg, chain, now)
-
-
 def feature_vector(features: dict[str, float], names: Sequence[str] = CHAIN_FEATURES) -> list[float]:
     """The features in model order."""
     return [features[n] for n in names]
@@ -651,18 +297,16 @@ __all__ = [
     "CHAIN_MODEL_LAYOUT",
     "CHAIN_MODEL_TRANSFORM",
     "CHAIN_SPEC_HASH",
+    "GWEI",
+    "LONGEST_WINDOW_MS",
     "SPEC_HASH",
-    "UPDATE_SCRIPT",
+    "WINDOWS_S",
     "WINDOW_FEATURES",
     "Aggregate",
     "Leg",
-    "address_features",
-    "apply_transaction",
-    "apply_transactions",
     "feature_vector",
     "features_from_transactions",
     "finish",
     "legs",
     "signed_log1p",
-    "update_call",
 ]

@@ -15,7 +15,6 @@ import argparse
 import logging
 from typing import TYPE_CHECKING
 
-from service.components import register
 from service.runtime import Component, Health, Runtime
 
 if TYPE_CHECKING:
@@ -115,12 +114,9 @@ def live_sources(runtime: Runtime) -> list[Component]:
     return out
 
 
-def _ingest_builder(runtime: Runtime, args: argparse.Namespace) -> list[Component]:
+def build_ingest(runtime: Runtime, args: argparse.Namespace) -> list[Component]:
     spec = source_name(args, runtime.settings)
     try:
         return build_sources(runtime, spec)
     except (SourceError, ValueError) as exc:
         raise SystemExit(f"rmad: {exc}") from None
-
-
-register("ingest", _ingest_builder)

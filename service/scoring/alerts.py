@@ -161,6 +161,10 @@ def classify(key: str, names: Sequence[str], window: np.ndarray, kind: str = "ma
         (imb is not None and float(np.max(imb[-3:])) > 0.3) or (rush is not None and float(np.max(rush)) > 0.0)
     )
     big_rise, big_drop = rise >= 0.03, drop >= 0.02
+    if float(up[-1]) >= 0.03 and float(up[-1]) > float(down[-1]) and float(path[-1]) > 0.0:
+        # still rising at the window's end and above where it started: a pump, whatever dip came before it
+        # (a crash's rebound ends below its start, so it stays a crash below)
+        return AnomalyType.PUMP_AND_DUMP
     if big_rise and big_drop:
         # which came first: a run-up that then collapsed (pump-and-dump) or a fall that then recovered (crash)
         return AnomalyType.PUMP_AND_DUMP if int(up.argmax()) <= int(down.argmax()) else AnomalyType.CRASH

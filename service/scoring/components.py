@@ -1,16 +1,12 @@
-"""Registers the `worker` role: `rmad worker` / `rmad run` get one ScoringWorker on the runtime's bus and state."""
+"""The `worker` role: `rmad worker` / `rmad run` get one ScoringWorker on the runtime's bus and state."""
 
 from __future__ import annotations
 
 import argparse
 
-from service.components import register
 from service.runtime import Component, Runtime
 from service.scoring.worker import ScoringWorker
 
 
-def _build(runtime: Runtime, args: argparse.Namespace) -> list[Component]:
+def build_worker(runtime: Runtime, args: argparse.Namespace) -> list[Component]:
     return [ScoringWorker(runtime.settings, runtime.bus, runtime.state)]
-
-
-register("worker", _build)

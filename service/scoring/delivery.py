@@ -14,46 +14,14 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterable
-from typing import Any
 
 import orjson
 
 from service.bus.base import Bus, Producer
-from service.state.base import CommandRunner, Script, StateStore
+from service.state.base import StateStore
+from service.state.scripts.alerts import CLAIM_SCRIPT, DONE_SCRIPT
 
 log = logging.getLogger(__name__)
-
-# KEYS: done key, in-flight hash. ARGV: id, alert json. 1 = claimed (publish it), 0 = already confirmed.
-_CLAIM_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return 1
-"""
-
-
-def _claim_py(r: CommandRunner, keys: list[str], args: list[bytes]) -> Any:
-    if r.call("EXISTS", keys[0]):
-        return 0
-    r.call("HSET", keys[1], args[0], args[1])
-    return 1
-
-
-# KEYS: done key, in-flight hash. ARGV: id, ttl ms.
-_DONE_LUA = """
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
-redis.call('HDEL', KEYS[2], ARGV[1])
-return 1
-"""
-
-
-def _done_py(r: CommandRunner, keys: list[str], args: list[bytes]) -> Any:
-    r.call("SET", keys[0], b"1", "PX", args[1])
-    r.call("HDEL", keys[1], args[0])
-    return 1
-
-
-CLAIM_SCRIPT = Script("rmad_alert_claim", _CLAIM_LUA, _claim_py)
-DONE_SCRIPT = Script("rmad_alert_done", _DONE_LUA, _done_py)
 
 
 def done_key(alert_id: str) -> str:

@@ -585,7 +585,8 @@ class ScoringWorker:
         ingest, service/features/chain) become the newest row of the address's window, scored by the chain model.
         Chain rates are low (tens of tx/s), so these are scored per poll, not micro-batched; the partition's
         offsets advance only after the scores and alerts are produced."""
-        from service.features.chain import address_features, feature_vector
+        from service.features.chain import feature_vector
+        from service.features.chain_store import address_features
         from service.schemas.chain import ChainTx
 
         model = self.registry.maybe(self.s.model_chain) or self.chain_model

@@ -36,6 +36,14 @@ class Script:
     python: Callable[[CommandRunner, list[str], list[bytes]], Any]
 
 
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """One prepared script invocation (keys and args), so callers can batch many of them."""
+
+    keys: Sequence[str]
+    args: Sequence[FieldValue]
+
+
 def to_bytes(value: FieldValue) -> bytes:
     if isinstance(value, bytes):
         return value
@@ -125,3 +133,11 @@ class StateStore(abc.ABC):
     # atomic scripts
     @abc.abstractmethod
     async def run_script(self, script: Script, keys: Sequence[str], args: Sequence[FieldValue]) -> Any: ...
+
+    async def run_script_batch(self, script: Script, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Run `script` once per call, in order, each atomic on its own; the results in call order.
+
+        Why: a caller applying many independent updates (one per chain transaction) should pay one round trip,
+        not one per update; Redis pipelines them, the in-process store simply runs them in turn.
+        """
+        return [await self.run_script(script, c.keys, c.args) for c in calls]

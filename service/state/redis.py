@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.state.base import FieldValue, Script, StateError, StateStore, StreamEntry, to_bytes
+from service.state.base import FieldValue, Script, ScriptCall, StateError, StateStore, StreamEntry, to_bytes
 
 # Atomic compare-and-set: compare the current value (or its absence) and replace or delete.
 _CAS = """
@@ -201,6 +201,68 @@ class RedisState(StateStore):
     async def run_script(self, script: Script, keys: Sequence[str], args: Sequence[FieldValue]) -> Any:
         return await self._eval(script.name, script.lua, [self.k(k) for k in keys], [to_bytes(a) for a in args])
 
+    async def run_script_batch(self, script: Script, calls: Sequence[ScriptCall]) -> list[Any]:
+        """EVALSHA per call, all sent in one write and read back in order: each script stays atomic.
+
+        Why by hand: redis-py's generic command packing cost more CPU than the rest of the chain ingest path per
+        transaction; this is the same pipelining (one round trip) with a plain RESP encoder. Calls answered
+        NOSCRIPT (Redis restarted between loading and running) are sent again, alone and in order, after a reload;
+        any other error is raised once every reply has been read, so the connection stays in step.
+        """
+        if not calls:
+            return []
+        sha = self._shas.get(script.name)
+        if sha is None:
+            sha = self._shas[script.name] = str(await self._do(self._r.script_load(script.lua)))
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _attempt in range(2):
+            replies = await self._pipeline(sha.encode(), [calls[i] for i in todo])
+            missing: list[int] = []
+            for i, reply in zip(todo, replies, strict=True):
+                if isinstance(reply, ResponseError):
+                    if isinstance(reply, NoScriptError):
+                        missing.append(i)
+                        continue
+                    raise StateError(f"script {script.name} failed: {reply}") from reply
+                results[i] = reply
+            if not missing:
+                return results
+            todo = missing
+            sha = self._shas[script.name] = str(await self._do(self._r.script_load(script.lua)))
+        raise StateError(f"script {script.name}: Redis lost it again right after loading")
+
+    async def _pipeline(self, sha: bytes, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Send EVALSHA `sha` for every call in one write; the replies in order (errors as ResponseError values)."""
+        prefix = self.prefix.encode()
+        packed = b"".join(
+            _resp(
+                [b"EVALSHA", sha, b"%d" % len(c.keys), *[prefix + k.encode() for k in c.keys], *map(to_bytes, c.args)]
+            )
+            for c in calls
+        )
+        pool = self._r.connection_pool
+        try:
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        except RedisError as exc:
+            raise StateError(f"redis: {exc}") from exc
+        replies: list[Any] = []
+        try:
+            await conn.send_packed_command(packed)
+            for _ in calls:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+        except BaseException as exc:
+            await conn.disconnect()
+            if isinstance(exc, RedisError):
+                raise StateError(f"redis: {exc}") from exc
+            raise
+        finally:
+            await pool.release(conn)
+        return replies
+
     async def _eval(self, name: str, lua: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         sha = self._shas.get(name)
         try:
@@ -216,6 +278,14 @@ class RedisState(StateStore):
             raise StateError(f"script {name} failed: {exc}") from exc
         except RedisError as exc:
             raise StateError(f"redis: {exc}") from exc
+
+
+def _resp(args: Sequence[bytes]) -> bytes:
+    """One command in the Redis protocol (RESP2 array of bulk strings)."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        out += (b"$%d\r\n" % len(a), a, b"\r\n")
+    return b"".join(out)
 
 
 def _safe_url(url: str) -> str:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import uvicorn
 
+from harness.servers import free_port
 from service.api.app import create_app
 from service.api.auth import Scope
 from service.api.context import ApiContext, context_for
@@ -24,7 +25,6 @@ from service.components import build
 from service.runtime import Runtime
 from service.schemas.scoring import Action, Alert, AnomalyType, BranchScores, FeatureContribution, Severity, alert_id
 from service.settings import Settings, load_settings
-from tests.servers import free_port
 
 
 def make_alert(
@@ -60,9 +60,9 @@ def make_alert(
 
 
 def export_models(root: Path, window: int = 8) -> Path:
-    """Small contract models for `market` and `chain` (tests/scoring/modelgen; needs torch) under `root`."""
+    """Small contract models for `market` and `chain` (harness/modelgen; needs torch) under `root`."""
+    from harness.modelgen import export_tiny_model
     from service.features import chain as chain_features
-    from tests.scoring.modelgen import export_tiny_model
 
     export_tiny_model(root, name="market", version="v1", window=window, alert=20.0, created_ms=1)
     out = export_tiny_model(

@@ -12,20 +12,12 @@ import sys
 
 import pytest
 
-from service.api.auth import (
-    TOKEN_BUCKET,
-    TOKEN_BUCKETS,
-    KeyStore,
-    Principal,
-    RateLimiter,
-    Scope,
-    bucket_answers,
-    bucket_takes,
-)
+from service.api.auth import KeyStore, Principal, RateLimiter, Scope
 from service.config.api import DEV_API_KEY
 from service.state.base import StateError
 from service.state.memory import MemoryState
 from service.state.redis import RedisState
+from service.state.scripts.ratelimit import TOKEN_BUCKET, TOKEN_BUCKETS, bucket_answers, bucket_takes
 from tests.api.conftest import Harness, api_settings, harness
 
 

@@ -83,9 +83,9 @@ async def test_browser_desk_pump_alert_evidence_and_case(redis_url: str, unique:
     playwright = pytest.importorskip("playwright.async_api")
     if CHROMIUM is None:
         pytest.skip("Debian's chromium is not installed (make test installs it)")
+    from harness.modelgen import export_tiny_model
     from service.ingest.simulator import SimConfig, SimulatorSource
     from service.scoring.worker import ScoringWorker
-    from tests.scoring.modelgen import export_tiny_model
 
     models = tmp_path / "models"
     # the contract model scores how far a window's (robust-scaled) features are from the median; the scaling is

@@ -12,10 +12,10 @@ import time
 import httpx
 import pytest
 
+from harness.servers import free_port
 from service.api.app import create_app
 from service.runtime import Runtime
 from service.settings import load_settings
-from tests.servers import free_port
 
 
 async def _client(runtime: Runtime) -> httpx.AsyncClient:

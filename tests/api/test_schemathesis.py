@@ -20,12 +20,12 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
+from harness.servers import free_port
 from service.api.app import create_app
 from service.api.auth import Scope
 from service.api.context import context_for
 from service.runtime import Runtime
 from tests.api.conftest import api_settings, export_models, make_alert
-from tests.servers import free_port
 
 pytest.importorskip("torch")
 

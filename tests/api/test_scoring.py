@@ -1,5 +1,5 @@
 """POST /v1/score/transaction(s) and /v1/score/window with the real Scorer and ONNX session (a small contract model
-exported by tests/scoring/modelgen), live market context from followed trades, chain address features from Redis,
+exported by harness/modelgen), live market context from followed trades, chain address features from Redis,
 503 when no model is loaded, 422 naming the field, and GET /v1/models + POST /v1/models/{name}/reload."""
 
 from __future__ import annotations

@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from harness.servers import free_port
 from service.api.auth import Scope
 from service.api.webhooks import SIGNATURE_HEADER, sign, verify
 from service.schemas.scoring import Severity
 from tests.api.conftest import Harness, api_settings, harness, make_alert, wait_for
-from tests.servers import free_port
 
 
 @dataclass

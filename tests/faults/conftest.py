@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import ServerProcess, _wait_tcp, free_port, start_redis, tansu_binary
+from harness.servers import ServerProcess, _wait_tcp, free_port, start_redis, tansu_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -276,7 +276,7 @@ def restartable_redis() -> Iterator[RestartableRedis]:
 
 @pytest.fixture(scope="session")
 def fault_scenario(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The labelled simulated market and the calibrated contract model (tests/scoring/scenario.py), built once."""
-    from tests.scoring.scenario import build_scenario
+    """The labelled simulated market and the calibrated contract model (harness/scenario.py), built once."""
+    from harness.scenario import build_scenario
 
     return build_scenario(tmp_path_factory.mktemp("fault-scenario"))

@@ -1,6 +1,6 @@
 """Helpers shared by the fault and shutdown cases: settings for child processes, topic read-back, paced publishing.
 
-The worker cases use the labelled simulated market and the calibrated contract model of tests/scoring/scenario.py,
+The worker cases use the labelled simulated market and the calibrated contract model of harness/scenario.py,
 so "no window lost" is checked against the offline scoring of the same events (the expected windows).
 """
 
@@ -13,13 +13,13 @@ from typing import Any
 
 import orjson
 
+from harness.scenario import Collected, stamped
 from service.bus.base import Bus, Record
 from service.bus.factory import standard_topics
 from service.bus.kafka import KafkaBus, KafkaOptions
 from service.ingest.publisher import MarketPublisher
 from service.schemas.market import PublishedMarketEvent
 from service.settings import Settings, load_settings
-from tests.scoring.scenario import Collected, stamped
 
 GRACE_S = 6.0  # RMAD_SHUTDOWN_GRACE_S of every process these cases start
 

@@ -31,6 +31,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
+from harness.scenario import Scenario, stamped, wait_for, worker_env
 from service.bus.base import Bus
 from service.ingest.binance import BinanceConfig, BinanceConnector
 from service.ingest.metrics import DEAD_LETTERS, GAPS, RESYNCS, sum_counter
@@ -41,7 +42,6 @@ from tests.faults.conftest import DurableBroker, RestartableRedis, RmadProcess
 from tests.faults.harness import GRACE_S, create_topics, kafka_bus, settings_of
 from tests.ingest.conftest import Ingest, eventually, ingest  # noqa: F401  (the fixture)
 from tests.ingest.fakes import FakeBinance, random_changes
-from tests.scoring.scenario import Scenario, stamped, wait_for, worker_env
 
 pytestmark = [pytest.mark.slow]
 

@@ -26,6 +26,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from harness.readback import read_all
+from harness.scenario import Collected, Scenario, collect, wait_for, worker_env
 from service.api.alertlog import AlertLog
 from service.state.redis import RedisState
 from tests.api.conftest import make_alert
@@ -40,8 +42,6 @@ from tests.faults.harness import (
     publish_events,
     settings_of,
 )
-from tests.readback import read_all
-from tests.scoring.scenario import Collected, Scenario, collect, wait_for, worker_env
 
 pytestmark = [pytest.mark.slow]
 

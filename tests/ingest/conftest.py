@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import pytest
 
+from harness.readback import read_all
 from service.bus.base import Bus, Producer, Record
 from service.bus.factory import standard_topics
 from service.bus.kafka import KafkaBus, KafkaOptions
 from service.ingest.publisher import MarketPublisher
 from service.schemas.market import AnyMarketEvent, DeadLetter, decode_dead_letter, decode_market
 from service.settings import Settings, load_settings
-from tests.readback import read_all
 
 
 @dataclass

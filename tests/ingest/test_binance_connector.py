@@ -194,7 +194,7 @@ async def test_binance_unreachable_logs_once_and_keeps_retrying(
     ingest: Ingest, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Nothing listens on the port: one WARNING naming the exchange, then quiet retries; health says not ready."""
-    from tests.servers import free_port
+    from harness.servers import free_port
 
     port = free_port()
     cfg = BinanceConfig(

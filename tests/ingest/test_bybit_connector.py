@@ -72,7 +72,7 @@ async def test_bybit_scenario_book_trades_gaps(ingest: Ingest, market: str) -> N
     try:
         await fake.wait_subscribed(6)
         await eventually(lambda: len(conn.subscribe_errors) == 3, what="3 refused topics surfaced")
-        assert conn.refused_topics == {"publicTrade.BADUSDT", "orderbook.50.BADUSDT", "kline.1.BADUSDT"}
+        assert conn.refused_streams == {"publicTrade.BADUSDT", "orderbook.50.BADUSDT", "kline.1.BADUSDT"}
         await eventually(lambda: all(conn.books[s].synced for s in GOOD), what="snapshots")
         await _deltas(fake, T0)
         first = await _trades(fake, T0)

@@ -23,7 +23,8 @@ from service.bus.factory import standard_topics
 from service.bus.kafka import KafkaBus, KafkaOptions
 from service.bus.memory import MemoryBus
 from service.ingest.binance import BinanceConfig, BinanceConnector, parse_binance, parse_depth_snapshot
-from service.ingest.bybit import BybitConfig, BybitConnector, parse_bybit
+from service.ingest.bybit import BybitConfig, BybitConnector
+from service.ingest.bybit_parse import parse_bybit
 from service.ingest.errors import ParseError
 from service.ingest.events import Control
 from service.ingest.publisher import MarketPublisher

@@ -323,7 +323,7 @@ def test_rmad_run_source_simulator_serves_the_simulated_market(tmp_path: Path) -
 
     import httpx
 
-    from tests.servers import free_port
+    from harness.servers import free_port
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RMAD_")}

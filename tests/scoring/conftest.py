@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.modelgen import export_tiny_model
 from service.state.base import StateStore
 from service.state.memory import MemoryState
 from service.state.redis import RedisState
-from tests.scoring.modelgen import export_tiny_model
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])

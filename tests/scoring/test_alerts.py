@@ -46,6 +46,13 @@ def test_classify_from_window_features() -> None:
     assert classify("eth:0xabc", MARKET_FEATURES, _window([0, 0]), kind="chain") == AnomalyType.SUSPICIOUS_TRANSFER
 
 
+def test_a_rising_pump_is_never_typed_crash() -> None:
+    # a dip, then a pump that ends above where the window started and is still rising: a pump, not a crash
+    assert classify("b:XBTC", MARKET_FEATURES, _window([0, -0.03, 0.01, 0.06, 0.03])) == AnomalyType.PUMP_AND_DUMP
+    # a crash whose rebound ends below the start stays a crash
+    assert classify("b:XBTC", MARKET_FEATURES, _window([0, -0.08, 0.02, 0.03])) == AnomalyType.CRASH
+
+
 def test_tiers_and_explained_alert() -> None:
     assert tiers(10, 10, 40, False) == (Severity.MEDIUM, Action.WATCH)
     assert tiers(25, 10, 40, False) == (Severity.HIGH, Action.REVIEW_NOW)

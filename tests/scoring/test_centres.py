@@ -7,8 +7,9 @@ import json
 
 import numpy as np
 
-from service.scoring.centres import CENTRES_SCRIPT, CentreStore, batch_update
+from service.scoring.centres import CentreStore, batch_update
 from service.state.base import StateStore
+from service.state.scripts import CENTRES_SCRIPT
 
 
 async def test_seed_then_decayed_count_update(state: StateStore) -> None:

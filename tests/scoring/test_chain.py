@@ -7,23 +7,22 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from harness.modelgen import export_tiny_model
 from service.bus.factory import standard_topics
 from service.bus.memory import MemoryBus
 from service.features.chain import (
     CHAIN_FEATURES,
     CHAIN_MODEL_TRANSFORM,
     CHAIN_SPEC_HASH,
-    address_features,
-    apply_transaction,
     feature_vector,
     signed_log1p,
 )
+from service.features.chain_store import address_features, apply_transaction
 from service.features.scaling import RobustScaler
 from service.schemas.chain import Chain, ChainTx, involved_addresses
 from service.scoring.worker import ScoringWorker
 from service.settings import load_settings
 from service.state.memory import MemoryState
-from tests.scoring.modelgen import export_tiny_model
 
 WEI = 10**18
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.modelgen import export_tiny_model
+from harness.scenario import Collected, build_scenario, collect, stamped, wait_for, worker_env
 from service.bus.factory import standard_topics
 from service.bus.kafka import KafkaBus, KafkaOptions
 from service.cli import main
@@ -23,8 +25,6 @@ from service.scoring.windows import WindowStore, apply_event
 from service.scoring.worker import ScoringWorker
 from service.settings import load_settings
 from service.state.redis import RedisState
-from tests.scoring.modelgen import export_tiny_model
-from tests.scoring.scenario import Collected, build_scenario, collect, stamped, wait_for, worker_env
 
 PUMP_FILE = "binance-pump-trades/trades/APPC_2020-11-18_18.00.csv.gz"
 

@@ -13,15 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.bus.factory import standard_topics
-from service.bus.kafka import KafkaBus, KafkaOptions
-from service.ingest.publisher import MarketPublisher
-from service.ingest.simulator import EXPECTED_ALERT_TYPE
-from service.scoring.centres import centres_key
-from service.scoring.worker import ScoringWorker
-from service.settings import Settings, load_settings
-from service.state.redis import RedisState
-from tests.scoring.scenario import (
+from harness.scenario import (
     Collected,
     Scenario,
     WorkerProcess,
@@ -31,6 +23,14 @@ from tests.scoring.scenario import (
     wait_for,
     worker_env,
 )
+from service.bus.factory import standard_topics
+from service.bus.kafka import KafkaBus, KafkaOptions
+from service.ingest.publisher import MarketPublisher
+from service.ingest.simulator import EXPECTED_ALERT_TYPE
+from service.scoring.centres import centres_key
+from service.scoring.worker import ScoringWorker
+from service.settings import Settings, load_settings
+from service.state.redis import RedisState
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

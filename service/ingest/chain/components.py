@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from service.components import register
 from service.ingest.chain.follower import ChainFollower, FollowerConfig
 from service.ingest.chain.node import NodeClient
 from service.ingest.chain.publisher import ChainPublisher
@@ -92,6 +91,3 @@ def build_chain_components(runtime: Runtime, args: argparse.Namespace) -> list[C
     for node in nodes:
         out.append(ChainFollower(node, publisher, runtime.state, follower_config(settings, node.chain)))
     return out
-
-
-register("ingest", build_chain_components)

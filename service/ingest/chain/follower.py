@@ -27,7 +27,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from service.features.chain import apply_transactions
+from service.features.chain_store import apply_transactions
 from service.ingest.chain import metrics
 from service.ingest.chain.checkpoint import CheckpointStore
 from service.ingest.chain.node import Block, BlockRef, MalformedResponse, NodeClient, NodeUnavailable

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from harness.readback import read_all
 from service.bus.base import Producer, Record, TopicSpec
 from service.bus.kafka import KafkaBus, KafkaOptions
 from service.ingest.chain.follower import ChainFollower, FollowerConfig
@@ -18,7 +19,6 @@ from service.ingest.chain.node import NodeClient
 from service.ingest.chain.publisher import ChainPublisher
 from service.schemas.chain import Chain
 from service.state.redis import RedisState
-from tests.readback import read_all
 
 
 @dataclass

@@ -19,8 +19,8 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from harness.servers import free_port
 from tests.ingest.chain.fakechain import BtcTx, FakeBlock, FakeChain
-from tests.servers import free_port
 
 _AMT = re.compile(r'"__amt__(-?\d+\.\d{8})"')
 

@@ -16,8 +16,8 @@ import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from harness.servers import free_port
 from tests.ingest.chain.fakechain import EthTx, FakeBlock, FakeChain
-from tests.servers import free_port
 
 
 def hx(n: int) -> str:

@@ -8,7 +8,8 @@ import orjson
 
 from service.bus.base import TopicSpec
 from service.bus.memory import MemoryBus
-from service.features.chain import address_features, features_from_transactions
+from service.features.chain import features_from_transactions
+from service.features.chain_store import address_features
 from service.ingest.chain import metrics
 from service.ingest.chain.ethereum import EthereumNode
 from service.ingest.chain.follower import ChainFollower, FollowerConfig

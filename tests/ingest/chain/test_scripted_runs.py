@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from service.features.chain import CHAIN_FEATURES, address_features, features_from_transactions
+from service.features.chain import CHAIN_FEATURES, features_from_transactions
+from service.features.chain_store import address_features
 from service.ingest.chain.bitcoin import BitcoinNode
 from service.ingest.chain.checkpoint import CheckpointStore
 from service.ingest.chain.ethereum import EthereumNode

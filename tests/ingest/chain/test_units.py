@@ -12,17 +12,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from service.features.chain import (
-    ACTIVITY_FEATURES,
-    CHAIN_FEATURES,
-    UPDATE_SCRIPT,
-    address_features,
-    address_keys,
-    apply_transactions,
-    features_from_transactions,
-    legs,
-    update_call,
-)
+from service.features.chain import ACTIVITY_FEATURES, CHAIN_FEATURES, features_from_transactions, legs
+from service.features.chain_store import address_features, address_keys, apply_transactions, update_call
 from service.ingest.chain import bitcoin, ethereum
 from service.ingest.chain.components import build_chain_components
 from service.ingest.chain.follower import ChainFollower
@@ -33,6 +24,7 @@ from service.schemas.chain import Chain, ChainTx, TxInput, TxOutput, involved_ad
 from service.settings import load_settings
 from service.state.memory import MemoryState
 from service.state.redis import RedisState
+from service.state.scripts import UPDATE_SCRIPT
 from tests.ingest.chain.fake_btc import FakeBitcoinCore
 from tests.ingest.chain.fake_eth import FakeEthNode
 from tests.ingest.chain.fakechain import FakeChain

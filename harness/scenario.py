@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from harness.modelgen import export_tiny_model
+from harness.servers import free_port
 from service.bus.base import Bus
 from service.features.scaling import RobustScaler
 from service.ingest.simulator import (
@@ -39,8 +41,6 @@ from service.scoring.offline import OfflineRow, score_events
 from service.scoring.registry import ModelRegistry
 from service.scoring.scorer import Scorer
 from service.scoring.windows import WindowStore, apply_event
-from tests.scoring.modelgen import export_tiny_model
-from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 WINDOW = 8
