@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict, deque
-from dataclasses import asdict, dataclass, field
-from decimal import Decimal
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import msgspec
@@ -24,7 +22,8 @@ from service.api.context import ApiContext
 from service.api.followers import TopicFollower, scores_stream, tape_stream
 from service.bus import Bus
 from service.bus.base import Record
-from service.evidence.builder import Evidence, Limits, build_evidence
+from service.evidence.builder import Evidence, build_evidence
+from service.evidence.recorder import EvidenceRecorder, RecentBooks, RecentTrades
 from service.evidence.store import EvidenceStore
 from service.schemas.market import BookTop, decode_market
 from service.settings import Settings
@@ -33,65 +32,6 @@ from service.state import StateStore
 log = logging.getLogger(__name__)
 
 _ATTR = "desk"
-
-
-class RecentTrades:
-    """The last trades per key, in memory (bounded per key and in keys): the rush an evidence record shows."""
-
-    def __init__(self, per_key: int = 2000, max_keys: int = 2000) -> None:
-        self.per_key = per_key
-        self.max_keys = max_keys
-        self._by_key: OrderedDict[str, deque[tuple[int, float, float, bool]]] = OrderedDict()
-
-    def add(self, key: str, t_ms: int, price: float, size: float, buy: bool) -> None:
-        q = self._by_key.get(key)
-        if q is None:
-            if len(self._by_key) >= self.max_keys:
-                self._by_key.popitem(last=False)
-            q = self._by_key[key] = deque(maxlen=self.per_key)
-        else:
-            self._by_key.move_to_end(key)
-        q.append((t_ms, price, size, buy))
-
-    def between(self, key: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
-        q = self._by_key.get(key, ())
-        return [
-            {"t": t, "price": p, "size": s, "side": "buy" if b else "sell"}
-            for t, p, s, b in q
-            if start_ms <= t <= end_ms
-        ]
-
-
-class RecentBooks:
-    """Book snapshots per key, at most one a second, in memory (bounded per key and in keys): the evidence of
-    book-based rules (spoofing-like). Each keeps the touch and the largest level on each side."""
-
-    def __init__(self, per_key: int = 600, max_keys: int = 2000) -> None:
-        self.per_key = per_key
-        self.max_keys = max_keys
-        self._by_key: OrderedDict[str, deque[dict[str, float]]] = OrderedDict()
-
-    def add(self, book: BookTop) -> None:
-        key = f"{book.venue}:{book.symbol}"
-        q = self._by_key.get(key)
-        if q is not None and q and book.event_time_ms - q[-1]["t"] < 1000:
-            return
-        if book.best_bid is None or book.best_ask is None:
-            return
-        if q is None:
-            if len(self._by_key) >= self.max_keys:
-                self._by_key.popitem(last=False)
-            q = self._by_key[key] = deque(maxlen=self.per_key)
-        wb = max(book.bids, key=lambda lv: lv[1], default=(book.best_bid, Decimal(0)))
-        wa = max(book.asks, key=lambda lv: lv[1], default=(book.best_ask, Decimal(0)))
-        q.append({
-            "t": book.event_time_ms, "bid": float(book.best_bid), "bid_size": float(book.bid_size or 0),
-            "ask": float(book.best_ask), "ask_size": float(book.ask_size or 0), "wall_bid": float(wb[0]),
-            "wall_bid_size": float(wb[1]), "wall_ask": float(wa[0]), "wall_ask_size": float(wa[1]),
-        })  # fmt: skip
-
-    def between(self, key: str, start_ms: int, end_ms: int) -> list[dict[str, float]]:
-        return [b for b in self._by_key.get(key, ()) if start_ms <= b["t"] <= end_ms]
 
 
 class BooksFollower(TopicFollower):
@@ -118,10 +58,15 @@ class Desk:
     state: StateStore
     cases: CaseStore
     evidence: EvidenceStore
-    trades: RecentTrades
-    books: RecentBooks
-    bar_ms: int
-    limits: Limits = field(default_factory=Limits)
+    recorder: EvidenceRecorder
+
+    @property
+    def trades(self) -> RecentTrades:
+        return self.recorder.trades
+
+    @property
+    def books(self) -> RecentBooks:
+        return self.recorder.books
 
     async def _series(self, key: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         bars_raw = await self.state.xrevrange(tape_stream(key), count=2000)
@@ -131,15 +76,13 @@ class Desk:
         return bars, scores
 
     async def capture(self, alert: dict[str, Any]) -> Evidence:
-        """Build and store the evidence of one alert from what the store and this process hold now."""
+        """Build and store the evidence of one alert from the tape and scores in the store and this process's
+        trades and books; evidence already stored (by the worker that raised the alert) is kept as it is."""
+        stored = await self.evidence.get(str(alert["id"]))
+        if stored is not None:
+            return stored
         bars, scores = await self._series(str(alert["key"]))
-        end = int(alert["window_end_ms"])
-        window = self.limits.before_ms + 3_600_000  # the onset may lie well before the alert
-        trades = self.trades.between(str(alert["key"]), end - window, end + self.bar_ms)
-        books = self.books.between(str(alert["key"]), end - window, end + self.limits.after_ms)
-        ev = build_evidence(
-            alert, bars, scores, trades, books, bar_ms=self.bar_ms, now_ms=int(time.time() * 1000), limits=self.limits
-        )
+        ev = self.recorder.capture(alert, bars, scores)
         await self.evidence.put(ev)
         return ev
 
@@ -149,8 +92,10 @@ class Desk:
         ev = await self.evidence.get(str(alert["id"]))
         if ev is not None and ev.complete:
             return ev
-        bars, scores = await self._series(str(alert["key"]))
-        trades = ev.trades if ev is not None else []
+        key, end = str(alert["key"]), int(alert["window_end_ms"])
+        bars, scores = await self._series(key)
+        trades: list[dict[str, Any]] = []
+        books: list[dict[str, Any]] = []
         if ev is not None:  # keep what was stored: the tape may have been trimmed since
             seen = {b["t"] for b in bars}
             bars += [{"t": b.t, "o": b.o, "h": b.h, "l": b.l, "c": b.c, "v": b.v} for b in ev.bars if b.t not in seen]
@@ -160,18 +105,16 @@ class Desk:
                 for s in ev.scores
                 if s.t not in seen_s
             ]
-        raw_trades = [{"t": t.t, "price": t.price, "size": t.size, "side": t.side} for t in trades]
-        if not raw_trades:
-            end = int(alert["window_end_ms"])
-            raw_trades = self.trades.between(str(alert["key"]), end - 3_600_000, end + self.bar_ms)
-        end = int(alert["window_end_ms"])
-        books: list[dict[str, Any]] = [asdict(b) for b in ev.books] if ev is not None else []
+            trades = [asdict(t) for t in ev.trades]
+            books = [asdict(b) for b in ev.books]
+        if not trades:
+            trades = self.trades.between(key, end - 3_600_000, end + self.recorder.bar_ms)
         seen_b = {b["t"] for b in books}
-        books += [b for b in self.books.between(str(alert["key"]), end - 3_600_000, end + self.limits.after_ms)
+        books += [b for b in self.books.between(key, end - 3_600_000, end + self.recorder.limits.after_ms)
                   if b["t"] not in seen_b]  # fmt: skip
         new = build_evidence(
-            alert, bars, scores, raw_trades, books, bar_ms=self.bar_ms, now_ms=int(time.time() * 1000),
-            limits=self.limits,
+            alert, bars, scores, trades, books, bar_ms=self.recorder.bar_ms, now_ms=int(time.time() * 1000),
+            limits=self.recorder.limits,
         )  # fmt: skip
         if ev is not None:
             new.captured_ms = ev.captured_ms
@@ -188,9 +131,7 @@ def desk_for(ctx: ApiContext) -> Desk:
             state=ctx.state,
             cases=CaseStore(ctx.state),
             evidence=EvidenceStore(ctx.state, s.api_alert_ttl_s),
-            trades=RecentTrades(),
-            books=RecentBooks(),
-            bar_ms=s.api_tape_interval_ms,
+            recorder=EvidenceRecorder(s.api_tape_interval_ms),
         )
         ctx.extras[_ATTR] = d
     return d

@@ -1,0 +1,141 @@
+"""What the evidence of an alert is drawn from, kept where the alert is decided: recent trades, one book snapshot a
+second, closed bars and scores per key, each in a bounded ring (per key and in keys), and `capture(alert)` which
+hands them to the builder.
+
+Why rings and not the topics: an alert is decided seconds after its data arrived; reading the raw topics back then
+would cost a second consumer per alert and fail once retention has passed. The rings hold what one evidence
+record needs (an hour of trades at most `per_key`, ten minutes of books) at a fixed memory bound.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+from service.evidence.builder import Evidence, Limits, build_evidence
+from service.schemas.market import BookTop
+
+T = TypeVar("T")
+
+
+class _Rings(Generic[T]):
+    """Per-key deques, least recently fed key evicted past `max_keys`."""
+
+    def __init__(self, per_key: int, max_keys: int) -> None:
+        self.per_key = per_key
+        self.max_keys = max_keys
+        self._by_key: OrderedDict[str, deque[T]] = OrderedDict()
+
+    def ring(self, key: str) -> deque[T]:
+        q = self._by_key.get(key)
+        if q is None:
+            if len(self._by_key) >= self.max_keys:
+                self._by_key.popitem(last=False)
+            q = self._by_key[key] = deque(maxlen=self.per_key)
+        else:
+            self._by_key.move_to_end(key)
+        return q
+
+    def get(self, key: str) -> deque[T] | tuple[()]:
+        return self._by_key.get(key, ())
+
+
+class RecentTrades:
+    """The last trades per key: the rush an evidence record shows."""
+
+    def __init__(self, per_key: int = 2000, max_keys: int = 2000) -> None:
+        self._rings: _Rings[tuple[int, float, float, bool]] = _Rings(per_key, max_keys)
+
+    def add(self, key: str, t_ms: int, price: float, size: float, buy: bool) -> None:
+        self._rings.ring(key).append((t_ms, price, size, buy))
+
+    def between(self, key: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
+        q = self._rings.get(key)
+        return [
+            {"t": t, "price": p, "size": s, "side": "buy" if b else "sell"}
+            for t, p, s, b in q
+            if start_ms <= t <= end_ms
+        ]
+
+
+class RecentBooks:
+    """Book snapshots per key, at most one a second, in memory (bounded per key and in keys): the evidence of
+    book-based rules (spoofing-like). Each keeps the touch and the largest level on each side."""
+
+    def __init__(self, per_key: int = 600, max_keys: int = 2000) -> None:
+        self._rings: _Rings[dict[str, float]] = _Rings(per_key, max_keys)
+
+    def add(self, book: BookTop) -> None:
+        key = f"{book.venue}:{book.symbol}"
+        last = self._rings.get(key)
+        if last and book.event_time_ms - last[-1]["t"] < 1000:
+            return
+        if book.best_bid is None or book.best_ask is None:
+            return
+        q = self._rings.ring(key)
+        wb = max(book.bids, key=lambda lv: lv[1], default=(book.best_bid, Decimal(0)))
+        wa = max(book.asks, key=lambda lv: lv[1], default=(book.best_ask, Decimal(0)))
+        q.append({
+            "t": book.event_time_ms, "bid": float(book.best_bid), "bid_size": float(book.bid_size or 0),
+            "ask": float(book.best_ask), "ask_size": float(book.ask_size or 0), "wall_bid": float(wb[0]),
+            "wall_bid_size": float(wb[1]), "wall_ask": float(wa[0]), "wall_ask_size": float(wa[1]),
+        })  # fmt: skip
+
+    def between(self, key: str, start_ms: int, end_ms: int) -> list[dict[str, float]]:
+        return [b for b in self._rings.get(key) if start_ms <= b["t"] <= end_ms]
+
+
+class RecentSeries:
+    """Closed bars (OHLCV dicts with `t`) and scores (dicts with `window_end_ms`, `fused`, `threshold`) per key:
+    what a worker feeds where it has no price tape in the state store to read back."""
+
+    def __init__(self, per_key: int = 720, max_keys: int = 2000) -> None:
+        self._bars: _Rings[dict[str, float]] = _Rings(per_key, max_keys)
+        self._scores: _Rings[dict[str, float]] = _Rings(per_key, max_keys)
+
+    def add_bar(self, key: str, t_ms: int, o: float, h: float, low: float, c: float, v: float) -> None:
+        self._bars.ring(key).append({"t": t_ms, "o": o, "h": h, "l": low, "c": c, "v": v})
+
+    def add_score(self, key: str, window_end_ms: int, fused: float, threshold: float) -> None:
+        self._scores.ring(key).append({"window_end_ms": window_end_ms, "fused": fused, "threshold": threshold})
+
+    def bars(self, key: str) -> list[dict[str, float]]:
+        return list(self._bars.get(key))
+
+    def scores(self, key: str) -> list[dict[str, float]]:
+        return list(self._scores.get(key))
+
+
+class EvidenceRecorder:
+    """Everything one process keeps for evidence, and the capture itself."""
+
+    def __init__(self, bar_ms: int, limits: Limits | None = None) -> None:
+        self.bar_ms = bar_ms
+        self.limits = limits or Limits()
+        self.trades = RecentTrades()
+        self.books = RecentBooks()
+        self.series = RecentSeries()
+
+    def capture(
+        self,
+        alert: Mapping[str, Any],
+        bars: list[dict[str, Any]] | None = None,
+        scores: list[dict[str, Any]] | None = None,
+    ) -> Evidence:
+        """The alert's evidence from these bars and scores (default: the recorder's own series) and the rings'
+        trades and books."""
+        key, end = str(alert["key"]), int(alert["window_end_ms"])
+        window = self.limits.before_ms + 3_600_000  # the onset may lie well before the alert
+        return build_evidence(
+            alert,
+            self.series.bars(key) if bars is None else bars,
+            self.series.scores(key) if scores is None else scores,
+            self.trades.between(key, end - window, end + self.bar_ms),
+            self.books.between(key, end - window, end + self.limits.after_ms),
+            bar_ms=self.bar_ms,
+            now_ms=int(time.time() * 1000),
+            limits=self.limits,
+        )
