@@ -812,7 +812,7 @@ wireChart($("score"));
 wireCase();
 {
   const sym = hashParams().get("symbol");
-  if (sym) { state.symbol = sym; state.userPicked = true; }
+  if (sym) selectSymbol(sym, true);
 }
 loadAlerts().then(async () => {
   connect();
