@@ -82,7 +82,7 @@ class Desk:
         if stored is not None:
             return stored
         bars, scores = await self._series(str(alert["key"]))
-        ev = self.recorder.capture(alert, bars, scores)
+        ev = self.recorder.capture(alert, bars, scores, source="api")
         await self.evidence.put(ev)
         return ev
 
@@ -116,6 +116,7 @@ class Desk:
             alert, bars, scores, trades, books, bar_ms=self.recorder.bar_ms, now_ms=int(time.time() * 1000),
             limits=self.recorder.limits,
         )  # fmt: skip
+        new.source = ev.source if ev is not None else "api"
         if ev is not None:
             new.captured_ms = ev.captured_ms
             new.notes = ev.notes

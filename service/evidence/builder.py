@@ -89,6 +89,7 @@ class Evidence:
     trades: list[EvTrade] = field(default_factory=list)
     books: list[EvBook] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    source: str = ""  # where it was captured: "worker" (where the alert was decided) or "api" (when it was logged)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

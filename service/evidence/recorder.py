@@ -89,24 +89,47 @@ class RecentBooks:
 
 
 class RecentSeries:
-    """Closed bars (OHLCV dicts with `t`) and scores (dicts with `window_end_ms`, `fused`, `threshold`) per key:
-    what a worker feeds where it has no price tape in the state store to read back."""
+    """Bars built from the trades (OHLCV of `bar_ms`) and scores per key: what a worker feeds, having no price
+    tape in the state store to read back. Tuples, not dicts, in the rings: a worker holds many keys."""
 
-    def __init__(self, per_key: int = 720, max_keys: int = 2000) -> None:
-        self._bars: _Rings[dict[str, float]] = _Rings(per_key, max_keys)
-        self._scores: _Rings[dict[str, float]] = _Rings(per_key, max_keys)
+    def __init__(self, bar_ms: int = 1000, per_key: int = 600, max_keys: int = 2000) -> None:
+        self.bar_ms = bar_ms
+        self._bars: _Rings[tuple[int, float, float, float, float, float]] = _Rings(per_key, max_keys)
+        self._open: dict[str, list[float]] = {}  # key -> [start, o, h, l, c, v] of the bar being built
+        self._scores: _Rings[tuple[int, float, float]] = _Rings(per_key, max_keys)
+
+    def add_trade(self, key: str, t_ms: int, price: float, size: float) -> None:
+        start = t_ms - t_ms % self.bar_ms
+        b = self._open.get(key)
+        if b is not None and start == b[0]:
+            b[2] = max(b[2], price)
+            b[3] = min(b[3], price)
+            b[4] = price
+            b[5] += size
+            return
+        if b is not None and start < b[0]:  # late trade for a closed bar: the evidence keeps the tape it had
+            return
+        if b is not None:
+            self._bars.ring(key).append((int(b[0]), b[1], b[2], b[3], b[4], b[5]))
+        elif len(self._open) >= self._bars.max_keys:
+            self._open.pop(next(iter(self._open)))
+        self._open[key] = [float(start), price, price, price, price, size]
 
     def add_bar(self, key: str, t_ms: int, o: float, h: float, low: float, c: float, v: float) -> None:
-        self._bars.ring(key).append({"t": t_ms, "o": o, "h": h, "l": low, "c": c, "v": v})
+        self._bars.ring(key).append((t_ms, o, h, low, c, v))
 
     def add_score(self, key: str, window_end_ms: int, fused: float, threshold: float) -> None:
-        self._scores.ring(key).append({"window_end_ms": window_end_ms, "fused": fused, "threshold": threshold})
+        self._scores.ring(key).append((window_end_ms, fused, threshold))
 
     def bars(self, key: str) -> list[dict[str, float]]:
-        return list(self._bars.get(key))
+        rows = list(self._bars.get(key))
+        b = self._open.get(key)
+        if b is not None:
+            rows.append((int(b[0]), b[1], b[2], b[3], b[4], b[5]))
+        return [{"t": t, "o": o, "h": h, "l": lo, "c": c, "v": v} for t, o, h, lo, c, v in rows]
 
     def scores(self, key: str) -> list[dict[str, float]]:
-        return list(self._scores.get(key))
+        return [{"window_end_ms": t, "fused": f, "threshold": thr} for t, f, thr in self._scores.get(key)]
 
 
 class EvidenceRecorder:
@@ -117,19 +140,20 @@ class EvidenceRecorder:
         self.limits = limits or Limits()
         self.trades = RecentTrades()
         self.books = RecentBooks()
-        self.series = RecentSeries()
+        self.series = RecentSeries(bar_ms)
 
     def capture(
         self,
         alert: Mapping[str, Any],
         bars: list[dict[str, Any]] | None = None,
         scores: list[dict[str, Any]] | None = None,
+        source: str = "",
     ) -> Evidence:
         """The alert's evidence from these bars and scores (default: the recorder's own series) and the rings'
         trades and books."""
         key, end = str(alert["key"]), int(alert["window_end_ms"])
         window = self.limits.before_ms + 3_600_000  # the onset may lie well before the alert
-        return build_evidence(
+        ev = build_evidence(
             alert,
             self.series.bars(key) if bars is None else bars,
             self.series.scores(key) if scores is None else scores,
@@ -139,3 +163,5 @@ class EvidenceRecorder:
             now_ms=int(time.time() * 1000),
             limits=self.limits,
         )
+        ev.source = source
+        return ev

@@ -91,6 +91,7 @@ class WindowFeed:
         processed = em.processed
         wash = self.rules.wash is not None
         on_print = self.rules.on_print
+        evidence_trade = em.evidence.on_trade
         enqueue = self.enqueue
         trades_topic = self.s.topic_trades
         now_ms = time.time() * 1000
@@ -124,6 +125,7 @@ class WindowFeed:
                         incomplete=tick.incomplete,
                     )
                     ingest = tick.ingest_time_ms
+                    evidence_trade(key, ts, tick.price, tick.size, buy)
                     if wash:
                         on_print(TapePrint(key, ts, tick.price, tick.size, buy), tp, r.offset)
                     if tick.incomplete:

@@ -246,5 +246,8 @@ async def test_browser_desk_pump_alert_evidence_and_case(redis_url: str, unique:
             ("note_added", admin_id),
             ("closed", admin_id),
         ]
+        # the evidence was stored by the worker where it decided the alert, before the alert went out
+        ev = (await h.client.get(f"/v1/alerts/{first['id']}/evidence", headers=h.h("subscribe"))).json()
+        assert ev["source"] == "worker" and ev["trades"] and ev["scores"], {k: ev[k] for k in ("source", "notes")}
         fb = await h.ctx.feedback.latest(str(first["id"]))
         assert fb is not None and fb.verdict == "confirm" and fb.key_id == admin_id
