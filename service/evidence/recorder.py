@@ -10,7 +10,7 @@ record needs (an hour of trades at most `per_key`, ten minutes of books) at a fi
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -22,21 +22,20 @@ T = TypeVar("T")
 
 
 class _Rings(Generic[T]):
-    """Per-key deques, least recently fed key evicted past `max_keys`."""
+    """Per-key deques; past `max_keys` the longest-held key is dropped (insertion order: no reordering per event,
+    this sits on the worker's per-trade path)."""
 
     def __init__(self, per_key: int, max_keys: int) -> None:
         self.per_key = per_key
         self.max_keys = max_keys
-        self._by_key: OrderedDict[str, deque[T]] = OrderedDict()
+        self._by_key: dict[str, deque[T]] = {}
 
     def ring(self, key: str) -> deque[T]:
         q = self._by_key.get(key)
         if q is None:
             if len(self._by_key) >= self.max_keys:
-                self._by_key.popitem(last=False)
+                del self._by_key[next(iter(self._by_key))]
             q = self._by_key[key] = deque(maxlen=self.per_key)
-        else:
-            self._by_key.move_to_end(key)
         return q
 
     def get(self, key: str) -> deque[T] | tuple[()]:
@@ -102,8 +101,10 @@ class RecentSeries:
         start = t_ms - t_ms % self.bar_ms
         b = self._open.get(key)
         if b is not None and start == b[0]:
-            b[2] = max(b[2], price)
-            b[3] = min(b[3], price)
+            if price > b[2]:
+                b[2] = price
+            elif price < b[3]:
+                b[3] = price
             b[4] = price
             b[5] += size
             return
