@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from service.api.context import context_for
-from service.api.desk import BooksFollower, desk_for
+from service.api.desk import BooksFollower, EvidenceCompleter, desk_for
 from service.api.followers import AlertLogFollower, ScoresFollower, TapeFollower
 from service.api.scoring import ModelsComponent
 from service.api.simboard import LabelsFollower
@@ -28,6 +28,7 @@ def build_api(runtime: Runtime, args: argparse.Namespace) -> list[Component]:
             ctx.scoring.observe_trade(key, t_ms, price, size, buy)
 
         parts.append(TapeFollower(runtime.bus, s, runtime.state, on_trade=on_trade))
+        parts.append(EvidenceCompleter(desk))
         if s.spoofing_enabled:  # book snapshots for the evidence of book-based alerts
             parts.append(BooksFollower(runtime.bus, s, desk.books))
         if source_name(args, s).split(":", 1)[0].lower() in ("simulator", "sim", "demo", "replay"):

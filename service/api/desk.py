@@ -9,9 +9,10 @@ independently) is topped up when read, and its after-part is filled once the evi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import msgspec
@@ -25,6 +26,7 @@ from service.bus.base import Record
 from service.evidence.builder import Evidence, build_evidence
 from service.evidence.recorder import EvidenceRecorder, RecentBooks, RecentTrades
 from service.evidence.store import EvidenceStore
+from service.runtime import Health, cancel_and_wait
 from service.schemas.market import BookTop, decode_market
 from service.settings import Settings
 from service.state import StateStore
@@ -32,6 +34,7 @@ from service.state import StateStore
 log = logging.getLogger(__name__)
 
 _ATTR = "desk"
+MAX_INCOMPLETE = 1000
 
 
 class BooksFollower(TopicFollower):
@@ -59,6 +62,7 @@ class Desk:
     cases: CaseStore
     evidence: EvidenceStore
     recorder: EvidenceRecorder
+    incomplete: dict[str, dict[str, Any]] = field(default_factory=dict)  # alert id -> alert, oldest first
 
     @property
     def trades(self) -> RecentTrades:
@@ -77,14 +81,29 @@ class Desk:
 
     async def capture(self, alert: dict[str, Any]) -> Evidence:
         """Build and store the evidence of one alert from the tape and scores in the store and this process's
-        trades and books; evidence already stored (by the worker that raised the alert) is kept as it is."""
-        stored = await self.evidence.get(str(alert["id"]))
-        if stored is not None:
-            return stored
-        bars, scores = await self._series(str(alert["key"]))
-        ev = self.recorder.capture(alert, bars, scores, source="api")
-        await self.evidence.put(ev)
+        trades and books; evidence already stored (by the worker that raised the alert) is kept as it is. Either
+        way, an evidence record still waiting for what followed the alert is remembered for `complete_due`."""
+        ev = await self.evidence.get(str(alert["id"]))
+        if ev is None:
+            bars, scores = await self._series(str(alert["key"]))
+            ev = self.recorder.capture(alert, bars, scores, source="api")
+            await self.evidence.put(ev)
+        if not ev.complete:
+            if len(self.incomplete) >= MAX_INCOMPLETE:
+                self.incomplete.pop(next(iter(self.incomplete)))
+            self.incomplete[ev.alert_id] = alert
         return ev
+
+    async def complete_due(self) -> int:
+        """Top up the remembered incomplete evidence (the after-part, from the tape while it still holds it);
+        returns how many records became complete."""
+        done = 0
+        for aid, alert in list(self.incomplete.items()):
+            ev = await self.evidence_of(alert)
+            if ev.complete:
+                self.incomplete.pop(aid, None)
+                done += 1
+        return done
 
     async def evidence_of(self, alert: dict[str, Any]) -> Evidence:
         """The stored evidence, topped up while the evidence window is still open (scores and bars that arrived
@@ -122,6 +141,42 @@ class Desk:
             new.notes = ev.notes
         await self.evidence.put(new)
         return new
+
+
+class EvidenceCompleter:
+    """Runtime component: every `interval_s`, complete the evidence records waiting for what followed their
+    alert, so the after-part is stored while the price tape still holds it, whether or not anyone looks."""
+
+    name = "api.evidence"
+
+    def __init__(self, desk: Desk, interval_s: float = 10.0) -> None:
+        self.desk = desk
+        self.interval_s = interval_s
+        self.completed = 0
+        self._task: asyncio.Task[None] | None = None
+        self._error = ""
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    def health(self) -> Health:
+        if self._task is None or self._task.done():
+            return Health(False, "not running")
+        return Health(not self._error, self._error or f"{self.completed} evidence records completed")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                self.completed += await self.desk.complete_due()
+                self._error = ""
+            except Exception as exc:  # the store is down: try again next round
+                self._error = f"completing evidence: {exc}"
+                log.warning("%s", self._error)
 
 
 def desk_for(ctx: ApiContext) -> Desk:

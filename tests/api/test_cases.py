@@ -211,3 +211,24 @@ def context_books(api: Harness) -> Any:
     from service.api.desk import desk_for
 
     return desk_for(api.ctx).books
+
+
+async def test_incomplete_evidence_is_completed_without_a_reader(api: Harness) -> None:
+    from service.api.desk import desk_for
+
+    st, key = api.runtime.state, "sim:PUMPUSDT"
+    now = int(time.time() * 1000)
+    end = now - now % 5000
+    alert = make_alert(90).model_copy(update={"window_end_ms": end, "created_ms": end, "id": "fresh1"})
+    await api.ctx.alert_log.append(alert)
+    for i in range(-60, 1):
+        await st.xadd(f"tape:{key}", {"t": end + i * 1000, "o": 1.0, "h": 1.0, "l": 1.0, "c": 1.0, "v": 1.0})
+    desk = desk_for(api.ctx)
+    ev = await desk.capture(orjson.loads(alert.model_dump_json()))
+    assert not ev.complete and "fresh1" in desk.incomplete  # nothing after the alert yet
+    assert await desk.complete_due() == 0
+    for i in range(1, 200):  # what followed, as the tape follower writes it
+        await st.xadd(f"tape:{key}", {"t": end + i * 1000, "o": 1.0, "h": 2.0, "l": 1.0, "c": 2.0, "v": 1.0})
+    assert await desk.complete_due() == 1 and "fresh1" not in desk.incomplete
+    stored = await desk.evidence.get("fresh1")
+    assert stored is not None and stored.complete and any(b.phase == "after" for b in stored.bars)

@@ -810,6 +810,7 @@ document.addEventListener("keydown", (e) => { if (e.key === "Escape" && !$("evid
 wireChart($("price"));
 wireChart($("score"));
 wireCase();
+const wantAlert = hashParams().get("alert");  // read before anything rewrites the URL
 {
   const sym = hashParams().get("symbol");
   if (sym) selectSymbol(sym, true);
@@ -817,9 +818,9 @@ wireCase();
 loadAlerts().then(async () => {
   connect();
   await refreshSymbols();
-  const want = hashParams().get("alert");
-  const rec = want && state.alerts.find((r) => r.alert.id === want);
-  if (rec) openEvidence(rec);
+  let rec = wantAlert && state.alerts.find((r) => r.alert.id === wantAlert);
+  if (wantAlert && !rec) rec = await api(`/v1/alerts/${encodeURIComponent(wantAlert)}`).catch(() => null);
+  if (rec) { selectSymbol(rec.alert.key, true); openEvidence(rec); }
 });
 refreshAll();
 tickClock();
