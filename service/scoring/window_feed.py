@@ -92,6 +92,7 @@ class WindowFeed:
         processed = em.processed
         wash = self.rules.wash
         on_wash = self.rules.on_wash
+        evidence_trade = em.evidence.on_trade
         enqueue = self.enqueue
         trades_topic = self.s.topic_trades
         now_ms = time.time() * 1000
@@ -144,6 +145,7 @@ class WindowFeed:
                 except ValueError:  # a trade no bar can hold (NaN / non-positive price): counted, never fatal
                     metrics.RECORDS.labels(topic=r.topic, outcome="bad").inc()
                     continue
+                evidence_trade(key, ts, tick.price, tick.size, buy)
                 if wash is not None:
                     sig = wash.observe(key, ts, tick.price, tick.size, buy)
                     if sig is not None:
