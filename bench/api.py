@@ -50,7 +50,7 @@ def serve(port: int) -> None:
     import uvicorn
 
     from service.api.app import create_app
-    from service.components import build
+    from service.roles import build
     from service.runtime import Runtime
     from service.settings import load_settings
 

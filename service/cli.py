@@ -37,7 +37,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("models.cli_export", "export a trained model to ONNX with its manifest"),
     "score": ("service.scoring.offline", "score a file offline with the runtime's bar, window and ONNX code"),
     "keys": ("service.api.keys_cli", "create, revoke and list API keys"),
-    "simulate": ("service.ingest.simulator.cli", "write a simulated market with labelled anomalies to files"),
+    "simulate": ("service.ingest.simulator.simulate_cli", "write a simulated market with labelled anomalies to files"),
 }
 
 _EXTRA_HINT = "install the extra it belongs to, e.g. `pip install -e .[train,cpu]`"
@@ -58,7 +58,7 @@ def _serve(roles: set[str], args: argparse.Namespace) -> int:
 
     from service.api.app import create_app
     from service.api.ops import create_ops_app
-    from service.components import build
+    from service.roles import build
     from service.runtime import Runtime
 
     settings = _settings_or_exit()

@@ -26,7 +26,7 @@ from models.data.klines import kline_rows, load_klines
 from models.data.labels import load_lamorgia_onsets, onset_for
 from models.data.trades import PumpFile, list_pump_files, load_trades
 from service.features import SPEC_HASH, MarketFeatureState, bars_from_klines, bars_from_trades
-from service.features.bars import Bar
+from service.features.bars import TimeBar
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Series:
         return Series(**{**self.__dict__, "segment": (start_ms, end_ms), "name": name})
 
 
-def _bars_to_series(bars: list[Bar], **kw: object) -> Series:
+def _bars_to_series(bars: list[TimeBar], **kw: object) -> Series:
     state = MarketFeatureState()
     X = state.update_many(bars)
     nan = float("nan")

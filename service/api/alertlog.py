@@ -19,7 +19,7 @@ import orjson
 from service.api.metrics import ALERTS_DUPLICATE, ALERTS_LOGGED, FEEDBACK
 from service.schemas.scoring import Alert, Severity
 from service.state import StateStore
-from service.state.scripts.alerts import APPEND_ALERT
+from service.state.scripts.alert_bookkeeping import APPEND_ALERT
 
 LOG_STREAM = "alerts:log"
 FEEDBACK_STREAM = "feedback:log"

@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.auth import Scope as KeyScope
 from service.api.context import api_context
-from service.api.models import TransactionIn
+from service.api.payloads import TransactionIn
 from service.api.routes_scoring import _score_one, _unavailable, router, score_json
 from service.api.scoring import ModelUnavailable
 

@@ -15,7 +15,7 @@ from service.api.auth import Principal, Scope
 from service.api.context import ApiContext, api_context
 from service.api.followers import FRESHNESS_KEY, TAPE_KEYS, scores_stream, tape_stream
 from service.api.metrics import FOLLOWER_LAG
-from service.api.models import (
+from service.api.payloads import (
     AlertPage,
     AlertRecord,
     FeedbackIn,

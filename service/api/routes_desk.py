@@ -21,7 +21,7 @@ from service.api.case_report import render_case_report
 from service.api.cases import FEEDBACK_OF, MAX_NOTE, Case, CaseError, CaseFilter, CaseStatus, Disposition
 from service.api.desk import desk_for
 from service.api.followers import scores_stream
-from service.api.models import Name, Seq
+from service.api.payloads import Name, Seq
 from service.api.routes_alerts import AUTH_RESPONSES, AlertId, Ctx
 from service.api.simboard import read_labels, score_board
 from service.evidence.builder import Evidence

@@ -7,9 +7,8 @@ a window of the wrong shape is a 422 naming the field.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path as FsPath
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import orjson
@@ -19,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from service.api.access import require
 from service.api.auth import Principal, Scope
 from service.api.metrics import SCORE_REQUESTS
-from service.api.models import (
+from service.api.payloads import (
     BatchIn,
     BatchOut,
     ChainTxIn,
@@ -29,12 +28,15 @@ from service.api.models import (
     ScoreResult,
     TradeIn,
     TransactionIn,
-    Verdict,
     WindowIn,
 )
 from service.api.routes_alerts import AUTH_RESPONSES, Ctx
 from service.api.scoring import BadWindow, ModelUnavailable, ScoringService, UnknownModel
-from service.schemas.scoring import AnomalyType, BranchScores, FeatureContribution, Severity
+from service.schemas.scoring import Verdict
+from service.scoring.decision import ModelFacts, decide
+
+if TYPE_CHECKING:
+    from service.scoring.scorer import WindowResult
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
 Scorer_ = Annotated[Principal, Depends(require(Scope.SCORE))]
@@ -51,63 +53,50 @@ def _unavailable(exc: ModelUnavailable) -> HTTPException:
 
 
 def _result(
-    svc: ScoringService, model: Any, r: Any, key: str, window: np.ndarray, context: int, warm: bool, kind: str
+    svc: ScoringService | None,
+    model: Any,
+    r: WindowResult,
+    key: str,
+    window: np.ndarray,
+    context: int,
+    warm: bool,
+    kind: str,
+    window_end_ms: int | None = None,
 ) -> dict[str, Any]:
-    """The response for one scored window as a plain dict in `ScoreResult`'s field order and JSON types.
+    """The response for one scored window: the scoring core's decision (service/scoring/decision.py) as a plain
+    dict in `ScoreResult`'s field order and JSON types.
 
     Why a dict: this is the hot path; `orjson.dumps` of it is byte for byte `ScoreResult(...).model_dump_json()`
     (tests/api/test_scoring_parts.py checks) at a fraction of the cost of building and dumping six pydantic models.
     Routes that return models validate it (`ScoreResult.model_validate`).
     """
-    from service.scoring.alerts import classify, explain, tiers
-
-    m = model.artifact.manifest
-    names = m.features.names
-    critical = m.thresholds.critical
-    watch = m.thresholds.watch
-    fused, threshold = float(r.fused), float(r.threshold)
-    contribs = top_features(r, names, model.artifact.normal, 3)
-    branches = {"md": float(r.s_md), "trans": float(r.s_trans), "clust": float(r.s_clust)}
-    w = r.weights
-    weights = {"md": float(w[0]), "trans": float(w[1]), "clust": float(w[2])}
-    sev: Severity | None = None
-    kind_type: AnomalyType | None = None
-    if fused >= threshold:
-        kind_type = classify(key, names, window, kind)
-        sev, _ = tiers(fused, threshold, critical, False)
-        verdict = Verdict.CRITICAL if sev is Severity.CRITICAL else Verdict.ANOMALOUS
-        text = explain(
-            key,
-            kind_type,
-            0,
-            fused,
-            threshold,
-            BranchScores(**branches),
-            BranchScores(**weights),
-            [FeatureContribution(**c) for c in contribs],
-        )
-        text = text.replace(" in the window ending 1970-01-01 00:00:00 UTC", "")
-    else:
-        verdict = Verdict.WATCH if watch is not None and fused >= watch else Verdict.NORMAL
-        feats = ", ".join(f"{c['name']} {c['value']:.3g} (normal {c['normal']:.3g})" for c in contribs)
-        text = f"{key}: score {fused:.3g} below the threshold {threshold:.3g}; furthest from normal: {feats}."
-    if not warm:
-        text += f" Only {context} bars of live context were available; the rest of the window is typical values."
-    counter = _SCORED.get((kind, verdict))
+    n_features = svc.settings.alert_top_features if svc is not None else 3
+    d = decide(
+        r,
+        window,
+        ModelFacts.of(model),
+        key=key,
+        window_end_ms=window_end_ms,
+        now_ms=0,
+        n_features=n_features,
+        cold_context=None if warm else context,
+    )
+    counter = _SCORED.get((kind, d.verdict))
     if counter is None:
-        counter = _SCORED[(kind, verdict)] = SCORE_REQUESTS.labels(kind=kind, verdict=verdict.value)
+        counter = _SCORED[(kind, d.verdict)] = SCORE_REQUESTS.labels(kind=kind, verdict=d.verdict.value)
     counter.inc()
+    w = r.weights
     return {
         "key": key,
-        "fused": fused,
-        "branches": branches,
-        "weights": weights,
-        "threshold": threshold,
-        "verdict": verdict.value,
-        "anomaly_type": None if kind_type is None else kind_type.value,
-        "severity": None if sev is None else sev.value,
-        "explanation": text,
-        "top_features": contribs,
+        "fused": float(r.fused),
+        "branches": {"md": float(r.s_md), "trans": float(r.s_trans), "clust": float(r.s_clust)},
+        "weights": {"md": float(w[0]), "trans": float(w[1]), "clust": float(w[2])},
+        "threshold": float(r.threshold),
+        "verdict": d.verdict.value,
+        "anomaly_type": None if d.anomaly_type is None else d.anomaly_type.value,
+        "severity": None if d.severity is None else d.severity.value,
+        "explanation": d.explanation,
+        "top_features": [c.as_dict() for c in d.top_features],
         "model_name": str(r.model_name),
         "model_version": str(r.model_version),
         "context_bars": int(context),
@@ -116,20 +105,6 @@ def _result(
 
 
 _SCORED: dict[tuple[str, Verdict], Any] = {}  # label children of rmad_api_scored_total
-
-
-def top_features(r: Any, names: Sequence[str], normal: np.ndarray, n: int = 3) -> list[dict[str, Any]]:
-    """`service.scoring.alerts.top_features` (same order, same values) as `FeatureContribution` dicts, without its
-    `nan_to_num` when the errors are all finite (the usual case; that call cost more than the rest)."""
-    errs = np.asarray(r.feature_errors, dtype=np.float64)
-    if not np.isfinite(errs).all():
-        errs = np.nan_to_num(errs)
-    order = np.argsort(-errs)[:n]
-    last = r.last_values
-    return [
-        {"name": names[i], "value": float(last[i]), "normal": float(normal[i]), "error": float(errs[i])}
-        for i in order.tolist()
-    ]
 
 
 def score_json(result: dict[str, Any]) -> Response:
@@ -223,14 +198,14 @@ async def score_window(ctx: Ctx, _: Scorer_, body: WindowIn) -> ScoreResult:
             window_full = window
         elif body.bars is not None:
             field = "bars"
-            from service.features.bars import Bar
+            from service.features.bars import TimeBar
             from service.features.market import MarketFeatureState
 
             state = MarketFeatureState()
             interval = int(model.artifact.manifest.bar_interval_s * 1000)
             rows = []
             for b in body.bars:
-                bar = Bar(
+                bar = TimeBar(
                     start_ms=b.start_ms, interval_ms=interval, open=b.open, high=max(b.high, b.open, b.close, b.low),
                     low=min(b.low, b.open, b.close, b.high), close=b.close, volume=b.volume,
                     quote_volume=b.volume * b.close, vwap=b.close, trades=b.trades,
@@ -259,8 +234,10 @@ async def score_window(ctx: Ctx, _: Scorer_, body: WindowIn) -> ScoreResult:
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("body", field), "msg": str(exc), "input": None}]
         ) from None
+    warm = context >= model.window
+    kind = model.artifact.manifest.kind
     return ScoreResult.model_validate(
-        _result(svc, model, r, body.key, window_full, context, context >= model.window, model.artifact.manifest.kind)
+        _result(svc, model, r, body.key, window_full, context, warm, kind, body.window_end_ms)
     )
 
 

@@ -30,7 +30,7 @@ from service.api.auth import AuthError, Principal, Scope, authenticate, presente
 from service.api.context import ApiContext, api_context
 from service.api.hub import SHUTDOWN_REASON, SubscriberCut, Subscription, backlog
 from service.api.metrics import STREAM_CUT, STREAM_SENT, SUBSCRIBERS
-from service.api.models import Name, Problem
+from service.api.payloads import Name, Problem
 from service.api.routes_alerts import AUTH_RESPONSES
 from service.schemas.scoring import AnomalyType, Severity
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from service.api.access import require
 from service.api.alertlog import AlertFilter
 from service.api.auth import Principal, Scope
-from service.api.models import Accepted, DeliveryOut, Problem, RedeliverIn, WebhookCreated, WebhookIn, WebhookOut
+from service.api.payloads import Accepted, DeliveryOut, Problem, RedeliverIn, WebhookCreated, WebhookIn, WebhookOut
 from service.api.routes_alerts import AUTH_RESPONSES, Ctx
 from service.api.webhooks import SIGNATURE_HEADER, Subscription
 

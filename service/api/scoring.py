@@ -2,7 +2,8 @@
 
 Why a micro-batcher: one ONNX call per HTTP request would cap the API at one inference per request on a 2-core box;
 requests arriving within `scoring_max_wait_ms` of each other are stacked into one call (up to
-`scoring_batch_size`), run in a worker thread, and each request gets its own row back. Latency stays within a
+`scoring_batch_size`, the worker's micro-batcher: service/scoring/batcher.py `BatchRunner`), run in a worker
+thread, and each request gets its own row back. Latency stays within a
 couple of milliseconds while throughput follows the batch.
 Why live market state here: a trade is scored in the context of its symbol's recent bars. The api keeps, per key,
 the same bar builder and `MarketFeatureState` as the worker, fed by the trades it follows; a scored trade is added
@@ -12,13 +13,13 @@ model's typical (training median) values and answered with `warm: false`.
 
 from __future__ import annotations
 
-import asyncio
 import copy
+import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ import numpy as np
 from service.runtime import Runtime
 
 if TYPE_CHECKING:
+    from service.scoring.batcher import BatchRunner
     from service.scoring.registry import LoadedModel, ModelRegistry
     from service.scoring.scorer import Scorer, WindowResult
 
@@ -43,62 +45,6 @@ class UnknownModel(LookupError):
 
 class BadWindow(ValueError):
     """The caller's window does not fit the model (the API answers 422 naming the field)."""
-
-
-@dataclass
-class _Pending:
-    window: np.ndarray
-    future: asyncio.Future[WindowResult]
-    since: float  # loop time it was queued
-
-
-@dataclass
-class _Batcher:
-    """Collects windows for one model and scores them together."""
-
-    scorer: Scorer
-    model_name: str
-    max_batch: int
-    max_wait_s: float
-    queue: list[_Pending] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
-    batches: int = 0  # inference calls made (bench.api reports windows per call)
-    windows: int = 0
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests record the waits
-
-    async def submit(self, window: np.ndarray) -> WindowResult:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[WindowResult] = loop.create_future()
-        self.queue.append(_Pending(window, fut, loop.time()))
-        if self.task is None or self.task.done():
-            self.task = asyncio.create_task(self._drain())
-        return await fut
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self.queue:
-            # a batch goes when full or when its oldest window has waited max_wait: windows that queued up while the
-            # previous batch was scored have waited already, so a busy API never idles the model between batches
-            due = self.queue[0].since + self.max_wait_s - loop.time()
-            if len(self.queue) < self.max_batch and due > 0:
-                await self.sleep(due)
-            batch, self.queue = self.queue[: self.max_batch], self.queue[self.max_batch :]
-            self.batches += 1
-            self.windows += len(batch)
-            try:
-                model = self.scorer.model(self.model_name)
-                windows = np.stack([p.window for p in batch])
-                if len(batch) <= 4:  # tiny batches: a thread hop costs more than the inference
-                    results = self.scorer.score_windows(self.model_name, windows, model=model)
-                else:
-                    results = await self.scorer.score_windows_async(self.model_name, windows, model=model)
-                for p, r in zip(batch, results, strict=True):
-                    if not p.future.done():
-                        p.future.set_result(r)
-            except Exception as exc:
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
 
 
 @dataclass
@@ -126,7 +72,7 @@ class ScoringService:
         self.settings = runtime.settings
         self._registry: ModelRegistry | None = None
         self._scorer: Scorer | None = None
-        self._batchers: dict[str, _Batcher] = {}
+        self._batchers: dict[str, BatchRunner[np.ndarray, WindowResult]] = {}
         self.markets: dict[str, LiveMarket] = {}
         self._started = False
         self.import_error: str | None = None
@@ -219,15 +165,25 @@ class ScoringService:
             )
         b = self._batchers.get(model_name)
         if b is None:
-            assert self._scorer is not None
+            from service.scoring.batcher import BatchRunner
+
             s: Any = self.settings
-            b = self._batchers[model_name] = _Batcher(
-                self._scorer,
-                model_name,
+            b = self._batchers[model_name] = BatchRunner(
+                functools.partial(self._score_batch, model_name),
                 int(getattr(s, "scoring_batch_size", 256)),
                 float(getattr(s, "scoring_max_wait_ms", 2.0)) / 1000,
             )
         return await b.submit(window.astype(np.float32, copy=False))
+
+    async def _score_batch(self, model_name: str, windows: list[np.ndarray]) -> list[WindowResult]:
+        """One inference call for a micro-batch of requests' windows (all of one model version)."""
+        scorer = self._scorer
+        assert scorer is not None
+        model = scorer.model(model_name)
+        stacked = np.stack(windows)
+        if len(windows) <= 4:  # tiny batches: a thread hop costs more than the inference
+            return scorer.score_windows(model_name, stacked, model=model)
+        return await scorer.score_windows_async(model_name, stacked, model=model)
 
     def padded(self, model: LoadedModel, rows: list[np.ndarray]) -> tuple[np.ndarray, bool]:
         """The last `window` rows, padded in front with the model's typical values when there are fewer."""

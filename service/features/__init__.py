@@ -1,13 +1,13 @@
 """The one feature implementation shared by training (models/) and serving (service/scoring).
 
 - `bars`: `TradeBarBuilder` (incremental trades -> time bars, empty and incomplete bars included) and
-  `bars_from_klines` (the same `Bar` from exchange klines).
+  `bars_from_klines` (the same `TimeBar` from exchange klines).
 - `market`: `MarketFeatureState`, O(1) per bar, returning the vector named by `spec.MARKET_FEATURES`.
 - `scaling`: `RobustScaler` (median / IQR), fitted on training data, stored in the manifest.
 - `spec`: names, parameters and `SPEC_HASH`, checked by the runtime against a model's manifest.
 """
 
-from service.features.bars import Bar, TradeBarBuilder, bars_from_klines, bars_from_trades
+from service.features.bars import TimeBar, TradeBarBuilder, bars_from_klines, bars_from_trades
 from service.features.market import MarketFeatureState
 from service.features.scaling import RobustScaler
 from service.features.spec import (
@@ -27,10 +27,10 @@ __all__ = [
     "N_MARKET_FEATURES",
     "SCALED_CLIP",
     "SPEC_HASH",
-    "Bar",
     "FeatureParams",
     "MarketFeatureState",
     "RobustScaler",
+    "TimeBar",
     "TradeBarBuilder",
     "bars_from_klines",
     "bars_from_trades",

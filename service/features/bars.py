@@ -16,7 +16,7 @@ _INF = math.inf
 
 
 @dataclass(slots=True)
-class Bar:
+class TimeBar:
     """One closed time bar. Volumes: `volume` in base units, `quote_volume` in quote units (BTC for SYM/BTC).
 
     Fields a source cannot know are None (klines without trade counts or taker volume, klines never have rush
@@ -109,7 +109,7 @@ class TradeBarBuilder:
         size: float,
         taker_buy: bool,
         quote: float | None = None,
-    ) -> list[Bar]:
+    ) -> list[TimeBar]:
         """Add one trade; return the bars this closed (oldest first, empty intervals included)."""
         # the hot path of the worker (once per tick): comparisons instead of isfinite calls (NaN fails both), one
         # int key per (millisecond, side), and the watermark check inlined; `advance` only when a bar may close
@@ -167,13 +167,13 @@ class TradeBarBuilder:
             start_ms, end_ms = end_ms, start_ms
         self._gaps.append((start_ms, end_ms))
 
-    def advance(self, now_ms: int) -> list[Bar]:
+    def advance(self, now_ms: int) -> list[TimeBar]:
         """Move the watermark to `now_ms` (event time; call it on a timer when the market is quiet)."""
         if self._watermark is None or now_ms > self._watermark:
             self._watermark = now_ms
         if self._next_start is None:
             return []
-        out: list[Bar] = []
+        out: list[TimeBar] = []
         limit = self._watermark - self.allowed_lateness_ms
         while self._next_start + self.interval_ms <= limit:
             bar = self._close(self._next_start)
@@ -182,9 +182,9 @@ class TradeBarBuilder:
             self._next_start += self.interval_ms
         return out
 
-    def flush(self) -> list[Bar]:
+    def flush(self) -> list[TimeBar]:
         """Close every open bar (end of a replay file)."""
-        out: list[Bar] = []
+        out: list[TimeBar] = []
         if self._next_start is None:
             return out
         last = max(self._open) if self._open else self._next_start - self.interval_ms
@@ -200,7 +200,7 @@ class TradeBarBuilder:
         self._gaps = [g for g in self._gaps if g[1] >= end]
         return hit
 
-    def _close(self, start: int) -> Bar | None:
+    def _close(self, start: int) -> TimeBar | None:
         acc = self._open.pop(start, None)
         end = start + self.interval_ms
         incomplete = self._is_gap(start, end)
@@ -208,10 +208,10 @@ class TradeBarBuilder:
             if self._last_close is None:
                 return None
             c = self._last_close
-            return Bar(start, self.interval_ms, c, c, c, c, 0.0, 0.0, c, 0, 0.0, 0.0, 0.0, 0, 0, incomplete)
+            return TimeBar(start, self.interval_ms, c, c, c, c, 0.0, 0.0, c, 0, 0.0, 0.0, 0.0, 0, 0, incomplete)
         self._last_close = acc.close
         vwap = acc.quote / acc.volume if acc.volume > 0.0 else acc.close
-        return Bar(
+        return TimeBar(
             start_ms=start,
             interval_ms=self.interval_ms,
             open=acc.open,
@@ -238,10 +238,10 @@ def bars_from_trades(
     taker_buy: Sequence[bool],
     interval_ms: int = 5000,
     quote: Sequence[float] | None = None,
-) -> list[Bar]:
+) -> list[TimeBar]:
     """All bars of a time-sorted trade list through `TradeBarBuilder` (the path training uses)."""
     builder = TradeBarBuilder(interval_ms=interval_ms)
-    out: list[Bar] = []
+    out: list[TimeBar] = []
     for i in range(len(ts_ms)):
         q = None if quote is None else float(quote[i])
         out.extend(builder.add_trade(int(ts_ms[i]), float(price[i]), float(size[i]), bool(taker_buy[i]), q))
@@ -259,13 +259,13 @@ def bars_from_klines(
     rows: Iterable[Sequence[float | int | None]],
     interval_ms: int = 60_000,
     fill_gaps: bool = True,
-) -> list[Bar]:
+) -> list[TimeBar]:
     """Bars from kline rows `(open_time_ms, open, high, low, close, volume[, quote_volume, trades,
     taker_buy_base, taker_buy_quote])`. Missing columns become None (freqtrade caches have only OHLCV).
 
     Missing intervals (exchange maintenance) become empty bars flagged `incomplete`: the data was lost, not quiet.
     """
-    out: list[Bar] = []
+    out: list[TimeBar] = []
     for row in rows:
         t = int(_num(row[0]))
         o, h, lo, c, v = (_num(x) for x in row[1:6])
@@ -280,9 +280,9 @@ def bars_from_klines(
                 pc = prev.close
                 z_n = None if n is None else 0
                 z_t = None if tb is None else 0.0
-                out.append(Bar(s, interval_ms, pc, pc, pc, pc, 0.0, 0.0, pc, z_n, z_t, z_t, z_t, None, None, True))
+                out.append(TimeBar(s, interval_ms, pc, pc, pc, pc, 0.0, 0.0, pc, z_n, z_t, z_t, z_t, None, None, True))
                 s += interval_ms
         sell = None if tb is None else max(v - tb, 0.0)
         vwap = qv / v if v > 0.0 else c
-        out.append(Bar(t, interval_ms, o, h, lo, c, v, qv, vwap, n, tb, sell, tbq, None, None, False))
+        out.append(TimeBar(t, interval_ms, o, h, lo, c, v, qv, vwap, n, tb, sell, tbq, None, None, False))
     return out

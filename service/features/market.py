@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from service.features.bars import Bar
+from service.features.bars import TimeBar
 from service.features.spec import DEFAULT_PARAMS, MARKET_FEATURES, FeatureParams
 
 
@@ -128,7 +128,7 @@ class MarketFeatureState:
         v = sum((x - m) * (x - m) for x in vals) / p.chunks
         return m, math.sqrt(v)
 
-    def update(self, bar: Bar) -> np.ndarray:
+    def update(self, bar: TimeBar) -> np.ndarray:
         """Consume one closed bar and return float32[len(MARKET_FEATURES)]."""
         p = self.params
         zc = p.z_clip
@@ -261,7 +261,7 @@ class MarketFeatureState:
         )
         return np.asarray(out, dtype=np.float32)
 
-    def update_many(self, bars: Iterable[Bar]) -> np.ndarray:
+    def update_many(self, bars: Iterable[TimeBar]) -> np.ndarray:
         """Feature matrix float32[N, F] for a bar sequence (training and replay)."""
         rows = [self.update(b) for b in bars]
         if not rows:

@@ -37,6 +37,16 @@ class Severity(StrEnum):
         return ["low", "medium", "high", "critical"].index(self.value)
 
 
+class Verdict(StrEnum):
+    """What a score says about its window: below the watch level, at or above it, above the alert threshold,
+    at or above the critical level."""
+
+    NORMAL = "normal"
+    WATCH = "watch"
+    ANOMALOUS = "anomalous"
+    CRITICAL = "critical"
+
+
 class Action(StrEnum):
     REVIEW_NOW = "review_now"
     WATCH = "watch"

@@ -1,4 +1,5 @@
-"""Alert policy: threshold crossing with hysteresis and a per-key cool-down, tiers, type and explanation.
+"""Alert policy: threshold crossing with hysteresis and a per-key cool-down, tiers and type (the decision that
+uses them, with the explanation, is service/scoring/decision.py).
 
 Why hysteresis and a cool-down: a pump stays above the threshold for many consecutive windows; an analyst wants
 one alert when it starts, not one every bar. A key re-arms only after its score fell below
@@ -13,24 +14,12 @@ values, which an analyst can check on a chart.
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
 
-from service.schemas.scoring import (
-    Action,
-    Alert,
-    AnomalyType,
-    BranchScores,
-    FeatureContribution,
-    Severity,
-    alert_id,
-)
-from service.scoring.scorer import WindowResult
+from service.schemas.scoring import Action, AnomalyType, Severity
 
 STABLECOINS = frozenset({"USDT", "USDC", "BUSD", "TUSD", "DAI", "FDUSD", "USDP", "PYUSD", "USDE"})
 
@@ -43,7 +32,6 @@ TYPE_LABEL = {
     AnomalyType.SUSPICIOUS_TRANSFER: "a suspicious transfer pattern",
     AnomalyType.OTHER: "unusual activity",
 }
-BRANCH_LABEL = {"md": "multi-domain VAE", "trans": "Transformer", "clust": "clustering"}
 
 
 STRONG_TYPES = frozenset({AnomalyType.PUMP_AND_DUMP, AnomalyType.CRASH, AnomalyType.DEPEG})
@@ -194,101 +182,3 @@ def tiers(score: float, threshold: float, critical: float | None, incomplete: bo
     sev = order[max(rank, 0)]
     action = {3: Action.REVIEW_NOW, 2: Action.REVIEW_NOW, 1: Action.WATCH}.get(max(rank, 0), Action.NOTE)
     return sev, action
-
-
-def top_features(
-    result: WindowResult, names: Sequence[str], normal: np.ndarray, n: int = 3
-) -> list[FeatureContribution]:
-    errs = np.nan_to_num(np.asarray(result.feature_errors, dtype=np.float64))
-    order = np.argsort(-errs)[:n]
-    return [
-        FeatureContribution(
-            name=names[i], value=float(result.last_values[i]), normal=float(normal[i]), error=float(errs[i])
-        )
-        for i in order
-    ]
-
-
-def _fmt(x: float) -> str:
-    if x == 0 or not math.isfinite(x):
-        return f"{x:g}"
-    return f"{x:.3g}" if abs(x) >= 1e-3 else f"{x:.2e}"
-
-
-def explain(
-    key: str,
-    anomaly: AnomalyType,
-    window_end_ms: int,
-    score: float,
-    threshold: float,
-    branches: BranchScores,
-    weights: BranchScores,
-    contributions: Sequence[FeatureContribution],
-    incomplete: bool = False,
-) -> str:
-    """One paragraph an analyst can read: what, when, how strong, which features, which model branch."""
-    when = datetime.fromtimestamp(window_end_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    feats = "; ".join(f"{c.name} = {_fmt(c.value)} (normal {_fmt(c.normal)})" for c in contributions)
-    w = weights.model_dump()
-    b = branches.model_dump()
-    lead = max(w, key=lambda k: w[k])
-    text = (
-        f"{key}: {TYPE_LABEL[anomaly]} suspected in the window ending {when}: risk score {score:.3g} against a "
-        f"threshold of {threshold:.3g}. Furthest from normal: {feats or 'n/a'}. "
-        f"The fusion weighted the {BRANCH_LABEL[lead]} branch most ({w[lead]:.0%}; scores: VAE {_fmt(b['md'])}, "
-        f"Transformer {_fmt(b['trans'])}, clustering {_fmt(b['clust'])})."
-    )
-    if incomplete:
-        text += " The window contains a data gap reported by ingest; confirm on the venue's own chart."
-    return text
-
-
-def build_alert(
-    key: str,
-    window_end_ms: int,
-    result: WindowResult,
-    window: np.ndarray,
-    names: Sequence[str],
-    normal: np.ndarray,
-    *,
-    critical: float | None = None,
-    kind: str = "market",
-    incomplete: bool = False,
-    n_features: int = 3,
-    anomaly: AnomalyType | None = None,
-) -> Alert:
-    """The explained alert for one window that the policy decided to raise."""
-    venue, symbol = split_key(key)
-    kind_type = anomaly or classify(key, names, window, kind)
-    sev, action = tiers(result.fused, result.threshold, critical, incomplete)
-    contribs = top_features(result, names, normal, n_features)
-    return Alert(
-        id=alert_id(result.model_version, key, window_end_ms),
-        key=key,
-        venue=venue,
-        symbol=symbol,
-        window_end_ms=window_end_ms,
-        created_ms=int(time.time() * 1000),
-        anomaly_type=kind_type,
-        severity=sev,
-        action=action,
-        score=result.fused,
-        threshold=result.threshold,
-        branches=result.branches,
-        weights=result.branch_weights,
-        top_features=contribs,
-        explanation=explain(
-            key,
-            kind_type,
-            window_end_ms,
-            result.fused,
-            result.threshold,
-            result.branches,
-            result.branch_weights,
-            contribs,
-            incomplete,
-        ),
-        model_name=result.model_name,
-        model_version=result.model_version,
-        incomplete=incomplete,
-    )

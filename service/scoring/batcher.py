@@ -7,6 +7,10 @@ sizes); waiting for a full batch at a quiet hour would add seconds of latency. R
 queue is bounded too: `full()` tells the consumer to pause its partitions instead of growing without limit.
 FIFO order matters: windows of one partition are scored and produced in offset order, which the offset
 bookkeeping relies on.
+
+Two ways to use it: the worker's score loop takes batches with `get()`; a request handler (the REST API) goes
+through `BatchRunner`, which submits one item, awaits its own result, and runs each batch with a function of
+its owner's (inference inline or in a thread).
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class MicroBatcher(Generic[T]):
@@ -30,6 +36,7 @@ class MicroBatcher(Generic[T]):
         self._event = asyncio.Event()
         self._taken = asyncio.Event()
         self._closed = False
+        self.deadline_waits = 0  # times `get` waited for the oldest item's deadline (a batch not yet full)
 
     def __len__(self) -> int:
         return len(self._q)
@@ -97,8 +104,47 @@ class MicroBatcher(Generic[T]):
             if due <= 0 or self._closed:
                 return self.take()
             # wait for the deadline or for the queue to reach max_size, whichever is first
+            self.deadline_waits += 1
             self._event.clear()
             try:
                 await asyncio.wait_for(self._event.wait(), due)
             except TimeoutError:
                 pass
+
+
+class BatchRunner(Generic[T, R]):
+    """Callers submit one item each and await its own result; items that arrive within `max_wait_s` of each other
+    run as one batch (`run` gets the items in submit order and returns one result per item, in order).
+
+    Why the batches come from a `MicroBatcher`: items that queued while the previous batch ran have waited already,
+    so a busy caller never idles between batches, and a lone item waits at most `max_wait_s` for company. A
+    failing batch fails each of its callers with the same exception."""
+
+    def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]], max_size: int, max_wait_s: float) -> None:
+        self.run = run
+        self.queue: MicroBatcher[tuple[T, asyncio.Future[R]]] = MicroBatcher(max_size, max_wait_s, max_size)
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0  # batches run (bench.api reports items per batch)
+        self.windows = 0  # items run
+
+    async def submit(self, item: T) -> R:
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self.queue.put((item, fut))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        while len(self.queue):
+            batch = await self.queue.get()
+            self.batches += 1
+            self.windows += len(batch)
+            try:
+                results = await self.run([item for item, _ in batch])
+                for (_, fut), r in zip(batch, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(r)
+            except Exception as exc:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)

@@ -24,7 +24,7 @@ import numpy as np
 
 from service.scoring import metrics
 from service.state.base import StateStore
-from service.state.scripts.centres import CENTRES_SCRIPT, dumps_compact
+from service.state.scripts.centre_update import CENTRES_SCRIPT, dumps_compact
 
 
 def centres_key(model_name: str, version: str) -> str:

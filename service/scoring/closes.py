@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from service.scoring.crossvenue import groups_of
 from service.state.base import StateStore
-from service.state.scripts.closes import SHARE_SCRIPT
+from service.state.scripts.close_sharing import SHARE_SCRIPT
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,10 @@ bars do not update the usual basis, so a long de-peg keeps being measured agains
 The alert goes to the member that is not the reference: the reference quote is the most liquid stablecoin
 (USDT, then USD, then USDC), the reference venue the first of a fixed order, so a USDC de-peg is reported on the
 USDC pair.
+
+A `Detector` (service/scoring/detectors.py): `update(bar)` with a closed bar returns the dislocations it reveals
+as findings. Memory is bounded by `max_keys` keys (the oldest seen goes first), `max_group` members per group and
+`history_bars` closes per member.
 """
 
 from __future__ import annotations
@@ -17,7 +21,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from service.schemas.scoring import AnomalyType
 from service.scoring.alerts import STABLECOINS, base_quote, split_key
+from service.scoring.detectors import ClosedBar
+from service.scoring.evidence import Contribution, Finding
+
+RULE = "crossvenue"
+VERSION = "1"
 
 MIN_STD_BPS = 1.0  # a basis never has less noise than this (prices tick; a flat series is not a perfect peg)
 QUOTE_RANK = {"USDT": 0, "USD": 1, "USDC": 2, "FDUSD": 3, "BUSD": 4, "TUSD": 5, "DAI": 6}
@@ -66,6 +76,21 @@ class Dislocation:
             f"{self.z:.0f} standard deviations): a de-peg or cross-market dislocation."
         )
 
+    def finding(self, threshold: float, incomplete: bool = False) -> Finding:
+        return Finding(
+            rule=RULE,
+            version=VERSION,
+            policy_key=f"xv|{self.key}",
+            key=self.key,
+            event_ms=self.bar_end_ms,
+            anomaly=AnomalyType.DEPEG,
+            score=self.z,
+            threshold=threshold,
+            evidence=(Contribution("basis_bps", self.basis_bps, self.usual_bps, self.z),),
+            explanation=self.explanation(),
+            incomplete=incomplete,
+        )
+
 
 @dataclass(slots=True)
 class _PairStats:
@@ -81,11 +106,59 @@ class CrossVenueMonitor:
     half_life_bars: float = 360.0
     warmup_bars: int = 60
     history_bars: int = 240
+    max_keys: int = 100_000
+    max_group: int = 16  # members per group (one asset on a few venues and quotes; more is not a real group)
     # group -> key -> (rank, {bar end: close}) with the last `history_bars` closes: members of a group arrive from
     # different partitions, one may run minutes ahead of another, and a pair is compared at equal bar ends
     _last: dict[str, dict[str, tuple[int, dict[int, float]]]] = field(default_factory=dict)
     _pairs: dict[tuple[str, str], _PairStats] = field(default_factory=dict)
     _dislocated: dict[str, int] = field(default_factory=dict)  # key -> bar end of its latest dislocation
+    _keys: dict[str, list[str]] = field(default_factory=dict)  # key -> its groups, oldest key first
+    _pairs_of: dict[str, set[tuple[str, str]]] = field(default_factory=dict)  # key -> its pairs' stats keys
+
+    @property
+    def max_footprint(self) -> int:
+        per_key = 2 * (1 + self.history_bars) + 2 * self.max_group * 2 + 1  # closes, pair stats (both ends), mark
+        return self.max_keys * per_key
+
+    def footprint(self) -> int:
+        closes = sum(1 + len(c) for members in self._last.values() for _, c in members.values())
+        return closes + 2 * len(self._pairs) + len(self._dislocated)
+
+    def update(self, bar: ClosedBar) -> list[Finding]:
+        """`observe` a closed bar; its dislocations as findings scored in standard deviations against `z`."""
+        found = self.observe(bar.key, bar.window_end_ms, bar.close)
+        return [d.finding(self.z, bar.incomplete) for d in found]
+
+    def _admit(self, group: str, key: str) -> bool:
+        """Track `key` in `group` (evicting the oldest key past `max_keys`); False when the group is full."""
+        groups = self._keys.get(key)
+        if groups is None:
+            if len(self._keys) >= self.max_keys:
+                self._evict(next(iter(self._keys)))
+            groups = self._keys[key] = []
+        if group in groups:
+            return True
+        members = self._last.get(group)
+        if members is not None and len(members) >= self.max_group:
+            return False
+        groups.append(group)
+        return True
+
+    def _evict(self, key: str) -> None:
+        for group in self._keys.pop(key, []):
+            members = self._last.get(group)
+            if members is not None:
+                members.pop(key, None)
+                if not members:
+                    del self._last[group]
+        for pair in self._pairs_of.pop(key, set()):
+            self._pairs.pop(pair, None)
+            other = pair[0] if pair[1] == key else pair[1]
+            peers = self._pairs_of.get(other)
+            if peers is not None:
+                peers.discard(pair)
+        self._dislocated.pop(key, None)
 
     def is_dislocated(self, key: str, bar_end_ms: int, within_ms: int = 300_000) -> bool:
         """Whether `key` was seen dislocated from its reference within `within_ms` before `bar_end_ms`: the
@@ -103,13 +176,17 @@ class CrossVenueMonitor:
         if close > 0 and math.isfinite(close):
             self._keep(group, key, rank, bar_end_ms, close, overwrite=False)
 
-    def _keep(self, group: str, key: str, rank: int, bar_end_ms: int, close: float, overwrite: bool = True) -> None:
-        """Hold one member's close at a bar end, at most `history_bars` per member (the oldest bar end goes)."""
+    def _keep(self, group: str, key: str, rank: int, bar_end_ms: int, close: float, overwrite: bool = True) -> bool:
+        """Hold one member's close at a bar end, at most `history_bars` per member (the oldest bar end goes);
+        False when the key cannot join the group (full)."""
+        if not self._admit(group, key):
+            return False
         own = self._last.setdefault(group, {}).setdefault(key, (rank, {}))[1]
         if overwrite or bar_end_ms not in own:
             own[bar_end_ms] = close
             if len(own) > self.history_bars:
                 del own[min(own)]
+        return True
 
     def observe(self, key: str, bar_end_ms: int, close: float) -> list[Dislocation]:
         """Record one bar close; return the dislocations it reveals against members at the same bar end."""
@@ -117,7 +194,8 @@ class CrossVenueMonitor:
             return []
         out: list[Dislocation] = []
         for group, rank in groups_of(key):
-            self._keep(group, key, rank, bar_end_ms, close)
+            if not self._keep(group, key, rank, bar_end_ms, close):
+                continue
             members = self._last[group]
             for other, (orank, closes) in members.items():
                 px = closes.get(bar_end_ms) if other != key else None
@@ -134,7 +212,13 @@ class CrossVenueMonitor:
         return out
 
     def _pair(self, group: str, ref: str, mem: str, end: int, basis: float) -> Dislocation | None:
-        st = self._pairs.setdefault((ref, mem), _PairStats())
+        if not math.isfinite(basis):  # closes at opposite ends of the float range: no basis to learn from
+            return None
+        st = self._pairs.get((ref, mem))
+        if st is None:
+            st = self._pairs[(ref, mem)] = _PairStats()
+            self._pairs_of.setdefault(ref, set()).add((ref, mem))
+            self._pairs_of.setdefault(mem, set()).add((ref, mem))
         std = max(math.sqrt(st.var) if st.var > 0 else 0.0, MIN_STD_BPS)
         dev = abs(basis - st.mean)
         if st.n >= self.warmup_bars and dev >= self.min_bps and dev >= self.z * std:

@@ -19,7 +19,7 @@ import orjson
 
 from service.bus.base import Bus, Producer
 from service.state.base import StateStore
-from service.state.scripts.alerts import CLAIM_SCRIPT, DONE_SCRIPT
+from service.state.scripts.alert_bookkeeping import CLAIM_SCRIPT, DONE_SCRIPT
 
 log = logging.getLogger(__name__)
 

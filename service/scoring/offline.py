@@ -4,10 +4,11 @@
         --format binance-trades-csv --output oax.csv
 
 Why the same code: an analyst checking an alert, or an evaluation of a model, must see the numbers the live
-worker produced. Events go through `windows.apply_event` and `Scorer.score_windows`, alerts through the same
-`AlertPolicy` and `build_alert`, against the manifest's seed centres (the worker matches this exactly when run
-with RMAD_CENTRES_ONLINE=false; with online centres only the clustering branch drifts). The file is read as a
-stream, so memory stays flat whatever its size. Alerts are printed, one line each; OUT.csv gets every window.
+worker produced. Events go through `windows.apply_event` and `Scorer.score_windows`, every window through the
+scoring core's `decide` (service/scoring/decision.py), against the manifest's seed centres (the worker matches
+this exactly when run with RMAD_CENTRES_ONLINE=false; with online centres only the clustering branch drifts).
+The file is read as a stream, so memory stays flat whatever its size. Alerts are printed, one line each; OUT.csv
+gets every window.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.schemas.market import Bar as MarketBar
-from service.schemas.scoring import Alert, AnomalyType
-from service.scoring.alerts import AlertPolicy, KeyAlertState, build_alert, classify
+from service.schemas.scoring import Alert
+from service.scoring.alerts import AlertPolicy, KeyAlertState
 from service.scoring.crossvenue import CrossVenueMonitor
+from service.scoring.decision import Decision, ModelFacts, decide
 from service.scoring.registry import LoadedModel, ModelRegistry
 from service.scoring.scorer import Scorer
 from service.scoring.session import SessionOptions
@@ -43,6 +45,7 @@ class OfflineRow:
     is_alert: bool
     alert_type: str
     incomplete: bool
+    decision: Decision | None = None  # the scoring core's whole decision (service/scoring/decision.py)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,44 +94,39 @@ def score_events(
     )
     states: dict[str, KeyAlertState] = {}
     pending: list[ClosedWindow] = []
-    names = m.features.names
+    facts = ModelFacts.of(model)
 
     def run(batch: list[ClosedWindow]) -> Iterator[tuple[OfflineRow, Alert | None]]:
         results = scorer.score_windows(m.name, [w.features for w in batch], model=model)
+        now_ms = int(time.time() * 1000)
         for w, r in zip(batch, results, strict=True):
-            st = states.setdefault(w.key, KeyAlertState())
             if crossvenue is not None:
                 crossvenue.observe(w.key, w.window_end_ms, w.close)
-            kind = AnomalyType.OTHER
-            if r.is_anomalous:
-                kind = classify(w.key, names, w.features, m.kind)
-                if crossvenue is not None and crossvenue.is_dislocated(w.key, w.window_end_ms):
-                    kind = AnomalyType.DEPEG
-            fired = policy.decide(st, r.fused, r.threshold, w.window_end_ms, kind)
-            alert = (
-                build_alert(
-                    w.key,
-                    w.window_end_ms,
-                    r,
-                    w.features,
-                    names,
-                    model.artifact.normal,
-                    critical=m.thresholds.critical,
-                    incomplete=w.incomplete,
-                    n_features=top_features,
-                    anomaly=kind,
-                )
-                if fired
-                else None
+            d = decide(
+                r,
+                w.features,
+                facts,
+                key=w.key,
+                window_end_ms=w.window_end_ms,
+                now_ms=now_ms,
+                incomplete=w.incomplete,
+                state=states.get(w.key) or KeyAlertState(),
+                policy=policy,
+                dislocated=crossvenue is not None and crossvenue.is_dislocated(w.key, w.window_end_ms),
+                n_features=top_features,
             )
+            assert d.state is not None
+            states[w.key] = d.state
+            alert = d.alert
             row = OfflineRow(
                 w.window_end_ms,
                 w.key,
                 r.fused,
                 r.threshold,
-                fired,
+                alert is not None,
                 alert.anomaly_type.value if alert is not None else "",
                 w.incomplete,
+                d,
             )
             yield row, alert
 

@@ -6,11 +6,13 @@ leave no trace in trades. The top of the book (market.books, sequence-checked by
 side, a *wall* is a level within `depth` levels of the touch holding at least `wall_mult` times the median size of
 that side's levels in the same snapshot (a per-snapshot reference, so it adapts to any market). When a wall
 vanishes while the touch never reached its price (it was pulled, not filled), that counts as one flip; `min_flips`
-flips on one side within `window_ms` of event time raise a spoofing-like signal.
+flips on one side within `window_ms` of event time raise a spoofing-like signal. A `Detector`
+(service/scoring/detectors.py): `update(book)` returns the signals as findings.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from collections.abc import Sequence
@@ -18,6 +20,16 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from service.schemas.market import BookTop
+from service.schemas.scoring import AnomalyType
+from service.scoring.evidence import Contribution, Finding
+
+RULE = "book-rules"
+VERSION = "1"
+
+
+def _f(d: Decimal) -> float:
+    """A book number as a float; a signalling NaN (which `float` refuses) reads as NaN, so it never raises."""
+    return math.nan if d.is_snan() else float(d)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +49,23 @@ class SpoofSignal:
             f"sign of layering / spoofing. Check the venue's order book replay."
         )
 
+    def finding(self, threshold: float) -> Finding:
+        return Finding(
+            rule=RULE,
+            version=VERSION,
+            policy_key=f"sp|{self.key}",
+            key=self.key,
+            event_ms=self.event_ms,
+            anomaly=AnomalyType.SPOOFING_LIKE,
+            score=float(self.flips),
+            threshold=threshold,
+            evidence=(
+                Contribution(f"{self.side}_wall_x_median", self.wall_mult, 1.0, 0.0),
+                Contribution("pulled_walls", float(self.flips), 0.0, 0.0),
+            ),
+            explanation=self.explanation(),
+        )
+
 
 @dataclass(slots=True)
 class _Side:
@@ -54,12 +83,24 @@ class SpoofingMonitor:
     window_ms: int = 120_000
     min_flips: int = 3
     max_keys: int = 100_000
+    max_flips: int = 256  # flips kept per side (a burst at one event time cannot grow the deque without end)
     _state: dict[tuple[str, str], _Side] = field(default_factory=dict)
+
+    @property
+    def max_footprint(self) -> int:
+        return self.max_keys * 2 * (1 + self.max_flips)
+
+    def footprint(self) -> int:
+        return sum(1 + len(st.flips) for st in self._state.values())
+
+    def update(self, book: BookTop) -> list[Finding]:
+        """`observe` as findings, scored as pulled walls against `min_flips`."""
+        return [sig.finding(float(self.min_flips)) for sig in self.observe(book)]
 
     def observe(self, book: BookTop) -> list[SpoofSignal]:
         out: list[SpoofSignal] = []
-        best_bid = float(book.best_bid) if book.best_bid is not None else None
-        best_ask = float(book.best_ask) if book.best_ask is not None else None
+        best_bid = _f(book.best_bid) if book.best_bid is not None else None
+        best_ask = _f(book.best_ask) if book.best_ask is not None else None
         for side, levels in (("bid", book.bids), ("ask", book.asks)):
             sig = self._side(book.key, side, levels, best_bid, best_ask, book.event_time_ms)
             if sig is not None:
@@ -79,16 +120,16 @@ class SpoofingMonitor:
         t: int,
     ) -> SpoofSignal | None:
         st = self._state.setdefault((key, side), _Side())
-        sizes = [float(q) for _, q in levels]
+        sizes = [_f(q) for _, q in levels]
         wall_px: float | None = None
         mult = 0.0
         if len(sizes) >= 3:
             med = statistics.median(sizes)
             if med > 0:
-                for px, q in levels[: self.depth]:
-                    m = float(q) / med
+                for (px, _), q in zip(levels[: self.depth], sizes, strict=False):
+                    m = q / med
                     if m >= self.wall_mult and m > mult:
-                        wall_px, mult = float(px), m
+                        wall_px, mult = _f(px), m
         if st.wall_px is not None:
             # did the touch trade through the wall's price while it stood?
             if side == "bid" and best_ask is not None and best_ask <= st.wall_px:
@@ -98,6 +139,8 @@ class SpoofingMonitor:
             if wall_px is None:
                 if not st.reached:
                     st.flips.append(t)
+                    if len(st.flips) > self.max_flips:
+                        st.flips.popleft()
                 st.wall_px, st.reached = None, False
         if wall_px is not None:
             if st.wall_px is None:

@@ -6,6 +6,7 @@ the same price within `pair_ms` is rare in honest flow (sizes are continuous) an
 `min_pairs` matched pairs within `window_ms` of event time that make up at least `min_share` of the key's volume
 raise a signal (typed as a volume surge: volume that is not real trading interest). The window is kept in
 `bucket_ms` buckets (its trailing edge is exact to a bucket), so the cost per print does not grow with the rate.
+A `Detector` (service/scoring/detectors.py): `update(print)` returns the signal as a finding.
 """
 
 from __future__ import annotations
@@ -13,6 +14,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
+
+from service.schemas.scoring import AnomalyType
+from service.scoring.detectors import TapePrint
+from service.scoring.evidence import Contribution, Finding
+
+RULE = "tape-rules"
+VERSION = "1"
 
 Number = float | Decimal
 
@@ -30,6 +38,24 @@ class WashSignal:
             f"{self.key}: a volume surge of wash-trading-like prints: {self.pairs} buy/sell pairs of identical size "
             f"at identical prices within milliseconds in the last {self.window_ms / 1000:.0f} s, "
             f"{self.share:.0%} of all volume; such volume moves no price and is not real trading interest."
+        )
+
+    def finding(self, threshold: float) -> Finding:
+        """Typed a volume surge: volume that is not real trading interest."""
+        return Finding(
+            rule=RULE,
+            version=VERSION,
+            policy_key=f"wt|{self.key}",
+            key=self.key,
+            event_ms=self.event_ms,
+            anomaly=AnomalyType.VOLUME_SURGE,
+            score=float(self.pairs),
+            threshold=threshold,
+            evidence=(
+                Contribution("matched_pairs", float(self.pairs), 0.0, 0.0),
+                Contribution("matched_volume_share", self.share, 0.0, 0.0),
+            ),
+            explanation=self.explanation(),
         )
 
 
@@ -57,6 +83,18 @@ class WashMonitor:
     bucket_ms: int = 250  # resolution of the window's trailing edge
     max_recent: int = 256  # unmatched prints kept per key (a pathological burst cannot make matching O(n))
     _keys: dict[str, _Key] = field(default_factory=dict)
+
+    @property
+    def max_footprint(self) -> int:
+        buckets = self.window_ms // self.bucket_ms + 3  # the window, its trailing bucket, the newest one
+        return self.max_keys * (1 + self.max_recent + buckets)
+
+    def footprint(self) -> int:
+        return sum(1 + len(st.recent) + len(st.volume) for st in self._keys.values())
+
+    def update(self, p: TapePrint) -> list[Finding]:
+        sig = self.observe(p.key, p.ts, p.price, p.size, p.buy)
+        return [] if sig is None else [sig.finding(float(self.min_pairs))]
 
     def observe(self, key: str, ts: int, price: Number, size: Number, buy: bool) -> WashSignal | None:
         """One print; `price` and `size` are compared exactly as given (the worker's floats parsed from the

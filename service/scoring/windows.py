@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.bus.base import TopicPartition
-from service.features.bars import Bar as FeatureBar
-from service.features.bars import TradeBarBuilder, bars_from_klines
+from service.features.bars import TimeBar, TradeBarBuilder, bars_from_klines
 from service.features.market import MarketFeatureState
 from service.features.spec import DEFAULT_PARAMS, FeatureParams
 from service.schemas.market import Bar as MarketBar
@@ -46,8 +45,8 @@ class ClosedWindow:
     scorable: bool = True  # False while the feature state is still warming up
 
 
-def market_bar_to_feature_bar(bar: MarketBar) -> FeatureBar:
-    """A closed exchange candle as service/features' Bar, through the same conversion as kline files."""
+def market_bar_to_feature_bar(bar: MarketBar) -> TimeBar:
+    """A closed exchange candle as service/features' TimeBar, through the same conversion as kline files."""
     interval = bar.close_time_ms - bar.open_time_ms + 1
     if interval % 1000 == 999:
         interval += 1  # close time given as the next open time
@@ -122,7 +121,7 @@ class KeyState:
         self.o_head = (self.o_head + 1) % len(self.offsets)
         self.o_count = min(self.o_count + 1, len(self.offsets))
 
-    def push_bar(self, bar: FeatureBar, ingest_ms: int, offset: int) -> ClosedWindow | None:
+    def push_bar(self, bar: TimeBar, ingest_ms: int, offset: int) -> ClosedWindow | None:
         """Feature-update one closed bar; return the window ending with it once T bars are held."""
         first = self.open_offsets.pop(bar.start_ms, None)
         if first is not None:
@@ -284,7 +283,7 @@ class WindowStore:
             st.builder.notify_gap(from_ms, to_ms)
 
     def on_bar(
-        self, key: str, bar: FeatureBar, *, ingest_ms: int = 0, offset: int = -1, tp: TopicPartition | None = None
+        self, key: str, bar: TimeBar, *, ingest_ms: int = 0, offset: int = -1, tp: TopicPartition | None = None
     ) -> list[ClosedWindow]:
         """A closed exchange bar (klines); missing intervals become empty bars flagged incomplete."""
         st = self._state(key, tp, offset, trades=False)
@@ -298,7 +297,7 @@ class WindowStore:
             s = st.last_bar_start + bar.interval_ms
             while s < bar.start_ms:
                 c = st.last_close
-                fill = FeatureBar(s, bar.interval_ms, c, c, c, c, 0.0, 0.0, c, 0, 0.0, 0.0, 0.0, None, None, True)
+                fill = TimeBar(s, bar.interval_ms, c, c, c, c, 0.0, 0.0, c, 0, 0.0, 0.0, 0.0, None, None, True)
                 w = st.push_bar(fill, ingest_ms, offset)
                 if w is not None:
                     out.append(w)

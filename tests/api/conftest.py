@@ -21,7 +21,7 @@ from harness.servers import free_port
 from service.api.app import create_app
 from service.api.auth import Scope
 from service.api.context import ApiContext, context_for
-from service.components import build
+from service.roles import build
 from service.runtime import Runtime
 from service.schemas.scoring import Action, Alert, AnomalyType, BranchScores, FeatureContribution, Severity, alert_id
 from service.settings import Settings, load_settings

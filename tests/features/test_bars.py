@@ -6,12 +6,12 @@ import random
 
 import pytest
 
-from service.features import Bar, TradeBarBuilder, bars_from_klines, bars_from_trades
+from service.features import TimeBar, TradeBarBuilder, bars_from_klines, bars_from_trades
 
 
 def test_ohlcv_vwap_taker_split_and_empty_bars() -> None:
     b = TradeBarBuilder(interval_ms=5000)
-    out: list[Bar] = []
+    out: list[TimeBar] = []
     out += b.add_trade(1000, 10.0, 1.0, True)
     out += b.add_trade(2000, 12.0, 3.0, False)
     out += b.add_trade(4999, 11.0, 2.0, True)
@@ -67,7 +67,7 @@ def test_chunked_stream_matches_batch() -> None:
     side = [rng.random() < 0.5 for _ in ts]
     batch = bars_from_trades(ts, px, sz, side, interval_ms=5000)
     b = TradeBarBuilder(interval_ms=5000)
-    stream: list[Bar] = []
+    stream: list[TimeBar] = []
     for i, t in enumerate(ts):
         stream += b.add_trade(t, px[i], sz[i], side[i])
         if i % 97 == 0:

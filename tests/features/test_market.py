@@ -13,17 +13,17 @@ import pytest
 from service.features import (
     MARKET_FEATURES,
     SPEC_HASH,
-    Bar,
     FeatureParams,
     MarketFeatureState,
     RobustScaler,
+    TimeBar,
     bars_from_klines,
     bars_from_trades,
     spec_hash,
 )
 
 
-def _random_bars(n: int, seed: int = 0, start_ms: int = 0, price_mult: float = 1.0) -> list[Bar]:
+def _random_bars(n: int, seed: int = 0, start_ms: int = 0, price_mult: float = 1.0) -> list[TimeBar]:
     rng = random.Random(seed)
     ts, px, sz, side = [], [], [], []
     p = 1.0

@@ -6,8 +6,9 @@ import numpy as np
 
 from service.features.spec import MARKET_FEATURES
 from service.schemas.scoring import Action, AnomalyType, Severity, alert_id
-from service.scoring.alerts import AlertPolicy, KeyAlertState, build_alert, classify, tiers
+from service.scoring.alerts import AlertPolicy, KeyAlertState, classify, tiers
 from service.scoring.crossvenue import CrossVenueMonitor, groups_of
+from service.scoring.decision import ModelFacts, decide
 from service.scoring.scorer import WindowResult
 
 F = len(MARKET_FEATURES)
@@ -64,7 +65,11 @@ def test_tiers_and_explained_alert() -> None:
     last[IDX["vol_rel"]], last[IDX["ret_short"]] = 3.2, 0.12
     r = WindowResult(30.0, 5.0, 40.0, 1.0, (0.2, 0.7, 0.1), errs, np.zeros(4, np.float32), last, 10.0, "market", "v7")
     w = _window([0, 0.05, 0.07, 0.01])
-    a = build_alert("binance-spot:OAXBTC", 1_600_000_000_000, r, w, MARKET_FEATURES, np.zeros(F), critical=40.0)
+    facts = ModelFacts(MARKET_FEATURES, np.zeros(F), "market", None, 40.0)
+    d = decide(r, w, facts, key="binance-spot:OAXBTC", window_end_ms=1_600_000_000_000, now_ms=1,
+               state=KeyAlertState(), policy=AlertPolicy())  # fmt: skip
+    a = d.alert
+    assert a is not None and d.state is not None and not d.state.armed and d.explanation == a.explanation
     assert a.id == alert_id("v7", "binance-spot:OAXBTC", 1_600_000_000_000)
     assert (a.venue, a.symbol, a.anomaly_type) == ("binance-spot", "OAXBTC", AnomalyType.PUMP_AND_DUMP)
     assert [c.name for c in a.top_features[:2]] == ["vol_rel", "ret_short"]

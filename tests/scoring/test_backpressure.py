@@ -61,7 +61,7 @@ async def test_full_queue_pauses_partitions_and_loses_nothing(tiny_model_dir: Pa
     expected = n_keys * (n_bars - 1 - 8 + 1)  # windows of 8 bars over the closed bars of each key
     deadline = time.monotonic() + 60
     while worker.stats.scored < expected and time.monotonic() < deadline:
-        if worker._consumer is not None and worker._consumer.paused():
+        if worker.consumer is not None and worker.consumer.paused():
             paused_seen.append(True)
         assert len(worker.batcher) <= s.scoring_queue_bound + s.scoring_poll_records  # bounded
         await asyncio.sleep(0.005)

@@ -108,8 +108,9 @@ def test_worker_tick_path_builds_the_same_windows_as_apply_event() -> None:
     from service.bus.memory import MemoryBus
     from service.ingest.simulator import MarketSimulator, SimConfig, plan_anomaly, to_market
     from service.schemas.market import Gap, Trade, decode_market, decode_trade_tick, encode
+    from service.scoring.window_feed import Geometry
     from service.scoring.windows import apply_event
-    from service.scoring.worker import ScoringWorker, _Geometry
+    from service.scoring.worker import ScoringWorker
     from service.settings import load_settings
     from service.state.memory import MemoryState
 
@@ -140,17 +141,16 @@ def test_worker_tick_path_builds_the_same_windows_as_apply_event() -> None:
 
     s = load_settings(env="test", scoring_warmup_bars=0, crossvenue_enabled=False)
     worker = ScoringWorker(s, MemoryBus(), MemoryState())
-    worker._geometry = _Geometry(8, N_MARKET_FEATURES, 5000)
-    worker.store = worker._new_store(worker._geometry)
+    worker.feed.reset(Geometry(8, N_MARKET_FEATURES, 5000))
     tps = {TopicPartition(s.topic_trades, p) for p in range(3)}
-    worker._owned = tps
+    worker.emitter.owned = tps
     recs = []
     for i, raw in enumerate(payloads):
         key = raw.split(b'"venue":"')[-1].split(b'"')[0] if b"venue" in raw else b"?"
         recs.append(Record(s.topic_trades, zlib.crc32(key) % 3, i, key, raw, 0))
     got = []
     for i in range(0, len(recs), 256):
-        worker._handle(recs[i : i + 256])
+        worker.feed.handle(recs[i : i + 256])
         got.extend(worker.batcher.take() for _ in range(len(worker.batcher) // worker.batcher.max_size + 1))
     streamed = {(w.key, w.window_end_ms): w for batch in got for w in batch}
 
@@ -163,4 +163,4 @@ def test_worker_tick_path_builds_the_same_windows_as_apply_event() -> None:
         assert s_w.incomplete == w.incomplete
     assert any(w.incomplete for w in expect if w.key == k0)  # the gap marker reached the windows
     assert worker.stats.records == len(payloads) - 1  # all but the garbage record
-    assert worker._wash_signals, "the injected wash trading was seen on the tick path"
+    assert worker.rules.pending_wash, "the injected wash trading was seen on the tick path"

@@ -21,7 +21,7 @@ Formats (`read_events(path, fmt)`; `sniff_format(path)` guesses one from the nam
 Events carry the source's event time; `ingest_time_ms` is the recorded receive time for ws-frames and the event
 time elsewhere (replay stamps the real ingest time when it publishes).
 
-Modules: `common` (formats, errors, shared parsing), `trades`, `bars`, `frames`; this package is the facade.
+Modules: `common` (formats, errors, shared parsing), `trades`, `candles`, `frames`; this package is the facade.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from service.ingest.readers.bars import read_feather, read_freqtrade_json, read_kline_csv, read_nab_csv
+from service.ingest.readers.candles import read_feather, read_freqtrade_json, read_kline_csv, read_nab_csv
 from service.ingest.readers.common import (
     FORMATS,
     BadRowHandler,

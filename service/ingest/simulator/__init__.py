@@ -26,26 +26,12 @@ Two ways to run it: `MarketSimulator` (offline, as fast as the CPU goes, for tes
 tick rates with `SimConfig(fixed_rates=True)`) and `SimulatorSource` (a runtime Component in
 service/ingest/components.py terms, paced against the wall clock for `rmad run --source simulator`).
 
-Modules: `spec` (labels, specs, config, events), `schedule` (when anomalies happen and what they do), `market`
-(the offline simulator), `files` (labels and events on disk, events as the bus carries them), `source` (the runtime
-Component), `cli` (`rmad simulate`). The names below are the package's public face.
+Modules: `definitions` (labels, specs, config, events), `schedule` (when anomalies happen and what they do),
+`generator` (the offline simulator), `files` (labels and events on disk, events as the bus carries them),
+`source` (the runtime Component), `simulate_cli` (`rmad simulate`). The names below are the package's public face.
 """
 
-from service.ingest.simulator.files import (
-    GeneratedFiles,
-    TradesCsvWriter,
-    generate_files,
-    market_events,
-    read_labels,
-    to_market,
-    with_pump_at,
-    write_labels,
-    write_trades_csv,
-)
-from service.ingest.simulator.market import MarketSimulator
-from service.ingest.simulator.schedule import AnomalySchedule, intraday_factor, plan_anomaly
-from service.ingest.simulator.source import LabelPublisher, SimulatorSource
-from service.ingest.simulator.spec import (
+from service.ingest.simulator.definitions import (
     ANOMALY_KINDS,
     DAY_MS,
     DEFAULT_ASSETS,
@@ -63,6 +49,20 @@ from service.ingest.simulator.spec import (
     SimLabel,
     SimTrade,
 )
+from service.ingest.simulator.files import (
+    GeneratedFiles,
+    TradesCsvWriter,
+    generate_files,
+    market_events,
+    read_labels,
+    to_market,
+    with_pump_at,
+    write_labels,
+    write_trades_csv,
+)
+from service.ingest.simulator.generator import MarketSimulator
+from service.ingest.simulator.schedule import AnomalySchedule, intraday_factor, plan_anomaly
+from service.ingest.simulator.source import LabelPublisher, SimulatorSource
 
 __all__ = [
     "ANOMALY_KINDS",

@@ -11,8 +11,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.ingest.simulator.market import MarketSimulator
-from service.ingest.simulator.spec import AnomalySpec, SimBook, SimConfig, SimEvent, SimLabel, SimTrade
+from service.ingest.simulator.definitions import AnomalySpec, SimBook, SimConfig, SimEvent, SimLabel, SimTrade
+from service.ingest.simulator.generator import MarketSimulator
 from service.schemas.market import Bar, BookTop, PublishedMarketEvent, Trade, encode
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from service.ingest.simulator.spec import DAY_MS, AnomalySpec, InstrumentSpec, LabelType, SimConfig
+from service.ingest.simulator.definitions import DAY_MS, AnomalySpec, InstrumentSpec, LabelType, SimConfig
 
 if TYPE_CHECKING:
     pass

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 from service.bus.base import TopicSpec
 from service.ingest.publisher import MarketPublisher
+from service.ingest.simulator.definitions import SimConfig, SimLabel
 from service.ingest.simulator.files import to_market, write_labels
-from service.ingest.simulator.market import MarketSimulator
-from service.ingest.simulator.spec import SimConfig, SimLabel
+from service.ingest.simulator.generator import MarketSimulator
 from service.runtime import Health
 
 if TYPE_CHECKING:

@@ -6,10 +6,10 @@ side; a script missing from it fails that suite.
 from __future__ import annotations
 
 from service.state.base import Script
-from service.state.scripts.alerts import APPEND_ALERT, CLAIM_SCRIPT, DONE_SCRIPT
-from service.state.scripts.centres import CENTRES_SCRIPT
+from service.state.scripts.alert_bookkeeping import APPEND_ALERT, CLAIM_SCRIPT, DONE_SCRIPT
+from service.state.scripts.centre_update import CENTRES_SCRIPT
 from service.state.scripts.chain_features import READ_SCRIPT, UPDATE_SCRIPT
-from service.state.scripts.closes import SHARE_SCRIPT
+from service.state.scripts.close_sharing import SHARE_SCRIPT
 from service.state.scripts.ratelimit import TOKEN_BUCKET, TOKEN_BUCKETS
 
 ALL_SCRIPTS: tuple[Script, ...] = (

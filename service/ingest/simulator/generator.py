@@ -9,15 +9,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from service.ingest.simulator.schedule import (
-    AnomalySchedule,
-    Effect,
-    apply_effect,
-    depeg_level,
-    intraday_factor,
-    seeded_rng,
-)
-from service.ingest.simulator.spec import (
+from service.ingest.simulator.definitions import (
     DAY_MS,
     AnomalySpec,
     InstrumentSpec,
@@ -27,6 +19,14 @@ from service.ingest.simulator.spec import (
     SimEvent,
     SimLabel,
     SimTrade,
+)
+from service.ingest.simulator.schedule import (
+    AnomalySchedule,
+    Effect,
+    apply_effect,
+    depeg_level,
+    intraday_factor,
+    seeded_rng,
 )
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
-from service.schemas.scoring import Alert, AnomalyType, BranchScores, FeatureContribution, Score, Severity
+from service.schemas.scoring import Alert, AnomalyType, BranchScores, FeatureContribution, Score, Severity, Verdict
 
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/@+\-]+$")]
 
@@ -219,13 +219,6 @@ class TradeIn(BaseModel):
 TransactionIn = Annotated[ChainTxIn | TradeIn, Field(discriminator="kind")]
 
 
-class Verdict(StrEnum):
-    NORMAL = "normal"
-    WATCH = "watch"
-    ANOMALOUS = "anomalous"
-    CRITICAL = "critical"
-
-
 class ScoreResult(BaseModel):
     key: str
     fused: float
@@ -264,6 +257,12 @@ class WindowIn(BaseModel):
         description="an unscaled [T, F] feature window in the manifest's feature order (or give `bars`)",
     )
     bars: list[BarIn] | None = Field(default=None, max_length=4096, description="OHLCV bars, oldest first")
+    window_end_ms: int | None = Field(
+        default=None,
+        ge=0,
+        le=10**14,
+        description="when the window ends (ms UTC); given, the explanation names it as the worker's alert does",
+    )
 
 
 class BarIn(BaseModel):

@@ -26,26 +26,26 @@ ROLES: dict[str, tuple[str, ...]] = {
 ROLE_ORDER: tuple[str, ...] = ("ingest", "worker", "api")
 
 
-class ComponentTableError(LookupError):
+class RoleTableError(LookupError):
     """A builder named in ROLES cannot be imported or is not callable."""
 
 
 def resolve(ref: str) -> Builder:
-    """`module:function` -> the function; ComponentTableError naming `ref` when it does not resolve."""
+    """`module:function` -> the function; RoleTableError naming `ref` when it does not resolve."""
     module_name, _, attr = ref.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise ComponentTableError(f"role builder {ref!r}: cannot import {exc.name!r}") from exc
+        raise RoleTableError(f"role builder {ref!r}: cannot import {exc.name!r}") from exc
     builder = getattr(module, attr, None)
     if not callable(builder):
-        raise ComponentTableError(f"role builder {ref!r}: {module_name} has no function {attr!r}")
+        raise RoleTableError(f"role builder {ref!r}: {module_name} has no function {attr!r}")
     return builder  # type: ignore[no-any-return]
 
 
 def builders(role: str) -> list[Builder]:
     if role not in ROLES:
-        raise ComponentTableError(f"unknown role {role!r}; known: {', '.join(ROLE_ORDER)}")
+        raise RoleTableError(f"unknown role {role!r}; known: {', '.join(ROLE_ORDER)}")
     return [resolve(ref) for ref in ROLES[role]]
 
 

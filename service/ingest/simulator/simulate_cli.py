@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from service.ingest.simulator.definitions import ANOMALY_KINDS, DEFAULT_START_MS, SimConfig
 from service.ingest.simulator.files import generate_files
-from service.ingest.simulator.spec import ANOMALY_KINDS, DEFAULT_START_MS, SimConfig
 
 if TYPE_CHECKING:
     pass
