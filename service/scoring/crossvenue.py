@@ -19,6 +19,7 @@ as findings. Memory is bounded by `max_keys` keys (the oldest seen goes first), 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from service.schemas.scoring import AnomalyType
@@ -125,7 +126,7 @@ class CrossVenueMonitor:
         closes = sum(1 + len(c) for members in self._last.values() for _, c in members.values())
         return closes + 2 * len(self._pairs) + len(self._dislocated)
 
-    def update(self, bar: ClosedBar) -> list[Finding]:
+    def update(self, bar: ClosedBar) -> Sequence[Finding]:
         """`observe` a closed bar; its dislocations as findings scored in standard deviations against `z`."""
         found = self.observe(bar.key, bar.window_end_ms, bar.close)
         return [d.finding(self.z, bar.incomplete) for d in found]

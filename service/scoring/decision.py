@@ -87,8 +87,8 @@ class _Named(Protocol):
 
 
 def top_features(result: WindowResult, names: Sequence[str], normal: np.ndarray, n: int = 3) -> list[Contribution]:
-    """The `n` features with the largest reconstruction error (ties keep feature order), non-finite errors as
-    numbers (NaN 0, inf the largest float)."""
+    """The `n` features with the largest reconstruction error, non-finite errors read as numbers (NaN 0, inf the
+    largest float)."""
     errs = np.asarray(result.feature_errors, dtype=np.float64)
     if not np.isfinite(errs).all():
         errs = np.nan_to_num(errs)

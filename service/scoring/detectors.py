@@ -14,6 +14,7 @@ every detector to the same promises:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple, Protocol, TypeVar
 
 from service.scoring.evidence import Finding
@@ -27,7 +28,7 @@ class Detector(Protocol[E_contra]):
         """The most entries `footprint()` may reach under this configuration."""
         ...
 
-    def update(self, event: E_contra) -> list[Finding]:
+    def update(self, event: E_contra) -> Sequence[Finding]:
         """Fold one event in; the findings it completes (most events: none)."""
         ...
 

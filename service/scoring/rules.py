@@ -21,11 +21,10 @@ from service.scoring.alerts import AlertPolicy
 from service.scoring.closes import CloseExchange
 from service.scoring.crossvenue import CrossVenueMonitor
 from service.scoring.decision import decide_finding
-from service.scoring.detectors import TapePrint
 from service.scoring.emitter import BatchMarks, Emitter, Mark
 from service.scoring.evidence import Finding
 from service.scoring.spoofing import SpoofingMonitor
-from service.scoring.wash import WashMonitor
+from service.scoring.wash import WashMonitor, WashSignal
 from service.scoring.windows import ClosedWindow
 from service.settings import Settings
 from service.state.base import StateStore
@@ -77,13 +76,13 @@ class RuleAlerts:
         return bool(self.pending_wash or self.pending_xv)
 
     # ------------------------------------------------------------------ tape (the tick path)
-    def on_print(self, p: TapePrint, tp: TopicPartition, offset: int) -> None:
-        """One trade print into the wash rule; a finding holds the record's offset until it is published."""
-        if self.wash is not None:
-            found = self.wash.update(p)
-            if found:
-                self.pending_wash.extend((f, tp) for f in found)
-                self.emitter.hold(tp, offset)
+    def on_wash(self, sig: WashSignal, tp: TopicPartition, offset: int) -> None:
+        """A wash-trading-like signal from the tick path (which calls the rule's `observe` with the print's numbers,
+        what its `update(TapePrint)` does, without building a `TapePrint` per tick: measured, that added about 70 %
+        to the rule's cost). The record's offset is held until the alert is published."""
+        assert self.wash is not None
+        self.pending_wash.append((sig.finding(float(self.wash.min_pairs)), tp))
+        self.emitter.hold(tp, offset)
 
     # ------------------------------------------------------------------ books
     async def on_books(self, recs: list[Record]) -> None:

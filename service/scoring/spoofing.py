@@ -93,7 +93,7 @@ class SpoofingMonitor:
     def footprint(self) -> int:
         return sum(1 + len(st.flips) for st in self._state.values())
 
-    def update(self, book: BookTop) -> list[Finding]:
+    def update(self, book: BookTop) -> Sequence[Finding]:
         """`observe` as findings, scored as pulled walls against `min_flips`."""
         return [sig.finding(float(self.min_flips)) for sig in self.observe(book)]
 

@@ -12,6 +12,7 @@ A `Detector` (service/scoring/detectors.py): `update(print)` returns the signal 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -92,9 +93,9 @@ class WashMonitor:
     def footprint(self) -> int:
         return sum(1 + len(st.recent) + len(st.volume) for st in self._keys.values())
 
-    def update(self, p: TapePrint) -> list[Finding]:
+    def update(self, p: TapePrint) -> Sequence[Finding]:
         sig = self.observe(p.key, p.ts, p.price, p.size, p.buy)
-        return [] if sig is None else [sig.finding(float(self.min_pairs))]
+        return () if sig is None else (sig.finding(float(self.min_pairs)),)
 
     def observe(self, key: str, ts: int, price: Number, size: Number, buy: bool) -> WashSignal | None:
         """One print; `price` and `size` are compared exactly as given (the worker's floats parsed from the

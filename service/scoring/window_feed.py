@@ -18,7 +18,6 @@ from service.bus.base import Record, TopicPartition
 from service.schemas.market import decode_market, decode_trade_tick
 from service.scoring import metrics
 from service.scoring.batcher import MicroBatcher
-from service.scoring.detectors import TapePrint
 from service.scoring.emitter import Emitter, WorkerStats
 from service.scoring.registry import LoadedModel
 from service.scoring.rules import RuleAlerts
@@ -89,8 +88,8 @@ class WindowFeed:
         em = self.emitter
         owned = em.owned
         processed = em.processed
-        wash = self.rules.wash is not None
-        on_print = self.rules.on_print
+        wash = self.rules.wash
+        on_wash = self.rules.on_wash
         enqueue = self.enqueue
         trades_topic = self.s.topic_trades
         now_ms = time.time() * 1000
@@ -124,8 +123,10 @@ class WindowFeed:
                         incomplete=tick.incomplete,
                     )
                     ingest = tick.ingest_time_ms
-                    if wash:
-                        on_print(TapePrint(key, ts, tick.price, tick.size, buy), tp, r.offset)
+                    if wash is not None:
+                        sig = wash.observe(key, ts, tick.price, tick.size, buy)
+                        if sig is not None:
+                            on_wash(sig, tp, r.offset)
                     if tick.incomplete:
                         metrics.RECORDS.labels(topic=r.topic, outcome="after_gap").inc()
                 else:
