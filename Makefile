@@ -29,8 +29,14 @@ $(VENV)/.dev: pyproject.toml requirements/tansu.txt | $(BIN)/python
 run: $(VENV)/.runtime-$(ORT_EXTRA)
 	$(BIN)/rmad run
 
+# the simulator starts 30 simulated minutes back and runs at 20x until it reaches now; the worker scores after 120
+# bars (10 simulated minutes) instead of the model's full feature warm-up (an hour), so the first injected pump
+# (5 simulated minutes in) is scored and alerted on within the first two minutes of wall time
+# (each can still be set in the environment)
+DEMO_ENV = RMAD_SIM_BACKFILL_S=$${RMAD_SIM_BACKFILL_S:-1800} RMAD_SIM_FIRST_ANOMALY_S=$${RMAD_SIM_FIRST_ANOMALY_S:-300} \
+	RMAD_SCORING_WARMUP_BARS=$${RMAD_SCORING_WARMUP_BARS:-120}
 demo: $(VENV)/.runtime-$(ORT_EXTRA)
-	$(BIN)/rmad run --source simulator
+	$(DEMO_ENV) $(BIN)/rmad run --source simulator
 
 # Debian's promtool (package prometheus) validates deploy/prometheus in the test suite
 promtool:

@@ -1,19 +1,20 @@
 """API throughput and latency: POST /v1/score/transaction against GET /healthz (the framework's floor), one run.
 
-    .venv/bin/python -m bench.api [--seconds 8] [--connections 32] [--model auto|shipped|contract]
+    .venv/bin/python -m bench.api [--seconds 8] [--connections 32] [--model auto|shipped|contract] [--workers N]
 
-One uvicorn worker (one process, uvloop, httptools, no access log) serves the real app on a real redis-server
+One uvicorn worker (one process, uvloop, httptools, no access log), or `--workers N` of them on one socket as `rmad api
+--workers N` runs them (server CPU is then the sum over the processes), serves the real app on a real redis-server
 (harness/servers.py starts one unless RMAD_REDIS_URL is set): every scored request is authenticated (API key, scope
-check) and rate-limited (the token-bucket Lua script in Redis; concurrent takes share one call), validated, given
-live market context and scored by the ONNX model through the micro-batcher. Each of the 50 market keys is given
-10 minutes of live trades first (as the api's trade follower would), so a scored trade takes the warm path: the
-key's real feature rows plus its open bar with the trade added, on copies of the live state. The model is
-models/artifacts/market when shipped (`--model auto`), or the contract test model (harness/modelgen, window
-64; needs torch), whose inference is nearly free, so that run shows what the API itself costs. The load comes from
-a separate process with keep-alive connections written against raw asyncio streams (an HTTP client library would be
-the bottleneck); latency is measured by that client, request written to response read. Both processes' CPU per
-request is printed (the server's is the steadier figure on a shared machine), and the server's own account of the
-run: windows per inference call, ONNX run time per window, rate-limit script calls per request.
+check) and rate-limited (the token-bucket Lua script in Redis; concurrent takes share one call), validated, given live
+market context and scored by the ONNX model through the micro-batcher. Each of the 50 market keys is given 10 minutes of
+live trades first (as the api's trade follower would), so a scored trade takes the warm path: the key's real feature
+rows plus its open bar with the trade added, on copies of the live state. The model is models/artifacts/market when
+shipped (`--model auto`), or the contract test model (harness/modelgen, window 64; needs torch), whose inference is
+nearly free, so that run shows what the API itself costs. The load comes from a separate process with keep-alive
+connections written against raw asyncio streams (an HTTP client library would be the bottleneck); latency is measured by
+that client, request written to response read. Both processes' CPU per request is printed (the server's is the steadier
+figure on a shared machine), and the server's own account of the run: windows per inference call, ONNX run time per
+window, rate-limit script calls per request.
 
 To see where the server's time goes: `py-spy record --pid <server pid> --nonblocking` during the scoring phase (the
 server pid is printed; py-spy is in the dev extra). Target: >= 2,000 scored requests/s at p99 <= 20 ms.
@@ -43,11 +44,18 @@ ROOT = Path(__file__).resolve().parents[1]
 # --------------------------------------------------------------------------------------------------- the server
 
 
-def serve(port: int) -> None:
-    """The server process: the app with the api role's components, one uvicorn worker."""
+def serve(port: int, workers: int = 1, fd: int | None = None) -> None:
+    """The server: the app with the api role's components in one uvicorn process, or `workers` of them on one
+    socket (service/api/workers.py, as `rmad api --workers N` runs them; `fd` is a worker's inherited socket)."""
     import argparse as ap
 
     import uvicorn
+
+    from service.api.workers import bind, inherited, supervise
+
+    if workers > 1:
+        argv = [sys.executable, "-m", "bench.api", "--serve", str(port), "--serve-fd"]
+        raise SystemExit(supervise(workers, lambda fd: [*argv, str(fd)], bind("127.0.0.1", port), 10.0))
 
     from service.api.app import create_app
     from service.roles import build
@@ -61,7 +69,11 @@ def serve(port: int) -> None:
     stats = os.environ.get("RMAD_BENCH_STATS")
     runtime.add(_BenchHooks(runtime, Path(stats) if stats else None))  # added last: started last, stopped first
     app = create_app(runtime)
-    uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False, lifespan="on")
+    if fd is None:
+        uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False, lifespan="on")
+        return
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    uvicorn.Server(config).run(sockets=[inherited(fd)])
 
 
 class _BenchHooks:
@@ -82,16 +94,29 @@ class _BenchHooks:
 
     async def start(self) -> None:
         from service.api.context import context_for
+        from service.features.trade_context import TradeContext
+        from service.scoring.live_state import LiveContext, LivePublisher
+        from service.scoring.windows import WindowStore
 
         svc = context_for(self.runtime).scoring
+        model = svc.model(self.runtime.settings.model_market)
+        store = WindowStore(model.window, model.n_features, round(model.artifact.manifest.bar_interval_s * 1000))
         rng = random.Random(7)
         end = int(os.environ.get("RMAD_BENCH_T0_MS") or time.time() * 1000) - 1000
-        for i in range(SYMBOLS):
-            price = 100.0
+        live: list[LiveContext] = []
+        for i in range(SYMBOLS):  # the keys' live context as the scoring worker publishes it
+            price, key, last = 100.0, f"bench:SYM{i}USDT", None
             t0 = end - HISTORY_S * 1000
             for t in range(t0, end, 1000):  # one trade a second for HISTORY_S seconds
                 price *= 1 + rng.uniform(-0.001, 0.001)
-                svc.observe_trade(f"bench:SYM{i}USDT", t, price, rng.lognormvariate(0, 1), rng.random() < 0.5)
+                for w in store.on_trade(key, t, price, rng.lognormvariate(0, 1), rng.random() < 0.5):
+                    last = w
+            if last is not None:
+                prints = store.keys[key].prints if key in store.keys else TradeContext()
+                live.append(
+                    LiveContext(key, last.features, last.window_end_ms, model.name, model.version, True, False, prints)
+                )
+        await LivePublisher(self.runtime.state, 3600.0).publish(live)
 
     async def stop(self) -> None:
         from service.api.context import context_for
@@ -106,7 +131,7 @@ class _BenchHooks:
             REGISTRY.get_sample_value("rmad_worker_inference_seconds_sum", {"model": b.model_name}) or 0.0
             for b in batchers
         )
-        self.path.write_text(
+        Path(f"{self.path}.{os.getpid()}").write_text(  # noqa: ASYNC240 (at shutdown) one file per server process
             json.dumps(
                 {
                     "rate_limit_calls": ctx.limiter.calls,
@@ -221,12 +246,15 @@ def _load(port: int, reqs: list[bytes], connections: int, warmup_s: float, secon
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (and its threads), from /proc; 0 where /proc is missing."""
+    """User + system CPU time of a process (and its threads) and of its child processes (the API workers), from
+    /proc; 0 where /proc is missing."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except (OSError, IndexError, ValueError):
         return 0.0
+    return own + sum(cpu_seconds(int(k)) for k in kids)
 
 
 def measure(
@@ -320,10 +348,12 @@ def main() -> None:
         default="auto",
         help="the shipped market model (auto: when present) or the contract test model (what the API alone costs)",
     )
+    parser.add_argument("--workers", type=int, default=1, help="API processes on one socket (rmad api --workers)")
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-fd", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
-        serve(args.serve)
+        serve(args.serve, args.workers, args.serve_fd)
         return
     sys.path.insert(0, str(ROOT))
     from harness.servers import free_port, start_redis
@@ -352,12 +382,13 @@ def main() -> None:
     )
     env.pop("RMAD_KAFKA_BOOTSTRAP_SERVERS", None)
     argv = os.environ.get("RMAD_BENCH_SERVER_ARGV", "").split() or [sys.executable, "-m", "bench.api", "--serve"]
-    server = subprocess.Popen([*argv, str(port)], cwd=ROOT, env=env)
+    server = subprocess.Popen([*argv, str(port), "--workers", str(args.workers)], cwd=ROOT, env=env)
     try:
         _wait_port(port, server)
         print(
-            f"api bench: one uvicorn worker, {args.connections} keep-alive connections, {args.seconds:g} s measured "
-            f"after {args.warmup:g} s warm-up per endpoint; python {platform.python_version()}, {os.cpu_count()} cpus; "
+            f"api bench: {args.workers} uvicorn worker process(es), {args.connections} keep-alive connections, "
+            f"{args.seconds:g} s measured after {args.warmup:g} s warm-up per endpoint; "
+            f"python {platform.python_version()}, {os.cpu_count()} cpus; "
             f"redis at {redis_url}; model: {model_note}"
         )
         print(f"server pid {server.pid}; load average (1 min) before the runs: {os.getloadavg()[0]:.1f}")
@@ -400,8 +431,9 @@ def main() -> None:
         if owned is not None:
             owned.stop()
     stats_file = Path(env["RMAD_BENCH_STATS"])
-    if stats_file.is_file():
-        st = json.loads(stats_file.read_text())
+    per_process = [json.loads(f.read_text()) for f in stats_file.parent.glob(stats_file.name + ".*")]
+    if per_process:
+        st = {k: sum(p[k] for p in per_process) for k in per_process[0]}
         n = max(1, st["windows"])
         print(
             f"server, whole run: {st['windows']} windows scored in {st['inference_calls']} inference calls "

@@ -364,6 +364,11 @@ def _get(port: int, path: str) -> str:
         return ""
 
 
+def _scrape(port: int) -> str:
+    """A service process's /metrics text ("" when it does not answer)."""
+    return _get(port, "/metrics")
+
+
 def _wait(pred: Any, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not pred():
@@ -434,6 +439,8 @@ def run_pipeline(plan: Plan, kafka: str, redis: str, model_dir: Path, tmp: Path)
         stop.set()
         for p in procs:
             p.join(30)
+            if p.is_alive():  # a publisher still waiting for `go` after a failure
+                p.terminate()
         w.stop()
     pub = np.load(pub_out)
     got = np.load(read_out)
@@ -520,6 +527,7 @@ def run_baseline(plan: Plan, kafka: str, wait_s: float, tmp: Path) -> Latency:
     warm_done, go, ready, stop = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Event()
     pub_out, read_out = tmp / f"floor-pub-{unique}.npz", tmp / f"floor-{unique}.npz"
     reader = _spawn(_reader_main, plan, kafka, topics["topic_trades"], "trades", str(read_out), ready, stop)
+    pub: BaseProcess | None = None
     try:
         _wait(ready.is_set, 60, "the baseline reader")
         pub = _spawn(_publisher_main, plan, kafka, topics, str(pub_out), warm_done, go)
@@ -531,6 +539,8 @@ def run_baseline(plan: Plan, kafka: str, wait_s: float, tmp: Path) -> Latency:
     finally:
         stop.set()
         reader.join(30)
+        if pub is not None and pub.is_alive():
+            pub.terminate()
     t0_ms = float(np.load(pub_out)["t0_ms"])
     got = np.load(read_out)
     return latency(got["a"], (got["b"] - got["a"]) / 1000, t0_ms, plan.warmup_s)
@@ -577,7 +587,7 @@ def amain(args: argparse.Namespace) -> list[Result]:
             servers = stack.enter_context(test_servers())
             kafka, redis = servers.kafka_bootstrap, servers.redis_url
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        model_dir = args.model_dir or _tiny_model(tmp / "models", args.window)
+        model_dir = args.model_dir.resolve() if args.model_dir else _tiny_model(tmp / "models", args.window)
         from service.scoring.manifest import load_manifest
 
         versions = sorted((model_dir / "market").iterdir())

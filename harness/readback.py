@@ -9,12 +9,19 @@ from service.bus.base import Bus, Record
 
 
 async def read_all(
-    bus: Bus, topics: Sequence[str], *, at_least: int = 0, idle_s: float = 1.5, timeout_s: float = 60.0
+    bus: Bus,
+    topics: Sequence[str],
+    *,
+    at_least: int = 0,
+    idle_s: float = 1.5,
+    timeout_s: float = 60.0,
+    events: bool = False,
 ) -> dict[str, list[Record]]:
     """Every record of `topics` from the start, once at least `at_least` came and then nothing new for `idle_s`.
 
     One consumer for all topics (one group join: Tansu joins take seconds); records sorted per topic by partition
-    and offset, so each key's order is the order it was produced in.
+    and offset, so each key's order is the order it was produced in. With `events`, packed market records are
+    unpacked (`unpacked`) and `at_least` counts events.
     """
     c = bus.consumer(list(topics), f"readback-{time.monotonic_ns()}", auto_offset_reset="earliest")
     await c.start()
@@ -24,6 +31,8 @@ async def read_all(
     try:
         while time.monotonic() < deadline:
             batch = await c.getmany(timeout_ms=200)
+            if events:
+                batch = unpacked(batch)
             if batch:
                 out.extend(batch)
                 last_new = time.monotonic()
@@ -35,3 +44,19 @@ async def read_all(
     for r in sorted(out, key=lambda r: (r.topic, r.partition, r.offset)):
         by_topic[r.topic].append(r)
     return by_topic
+
+
+def unpacked(records: Sequence[Record]) -> list[Record]:
+    """Records as one per event: a packed market.trades record (`TradePack`) becomes one record per trade, in pack
+    order, each with the pack's topic, partition, offset and timestamp, its own key (`venue:symbol`) and the trade's
+    single-record encoding; every other record is kept as it is."""
+    from service.schemas.market import decode_market_records, encode
+
+    out: list[Record] = []
+    for r in records:
+        if not r.value.startswith(b'{"type":"trades"'):
+            out.append(r)
+            continue
+        for ev in decode_market_records(r.value):
+            out.append(Record(r.topic, r.partition, r.offset, ev.key.encode(), encode(ev), r.timestamp_ms, r.headers))
+    return out

@@ -42,7 +42,7 @@ from service.scoring.registry import ModelRegistry
 from service.scoring.scorer import Scorer
 from service.scoring.windows import WindowStore, apply_event
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]  # the repository root (harness/ is one level down)
 WINDOW = 8
 WARMUP = 60
 INTERVAL_MS = 5000

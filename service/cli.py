@@ -63,6 +63,9 @@ def _serve(roles: set[str], args: argparse.Namespace) -> int:
 
     settings = _settings_or_exit()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    workers = getattr(args, "workers", 1)
+    if workers > 1 and getattr(args, "fd", None) is None:
+        return _serve_workers(workers, args, settings)
     runtime = Runtime.from_settings(settings)
     for component in build(roles, runtime, args):
         runtime.add(component)
@@ -79,7 +82,12 @@ def _serve(roles: set[str], args: argparse.Namespace) -> int:
         lifespan="on",
     )
     server = _GracefulServer(config, runtime, grace)
-    server.run()
+    if getattr(args, "fd", None) is not None:  # one of `rmad api --workers N`: the supervisor's socket
+        from service.api.workers import inherited
+
+        server.run(sockets=[inherited(args.fd)])
+    else:
+        server.run()
     if server.deadline is not None:
         # stopped by a signal and drained: exit now. Interpreter teardown (C-extension thread pools, the daemon
         # watchdog frozen meanwhile) can take a second or more and would push the exit past the grace period.
@@ -88,6 +96,25 @@ def _serve(roles: set[str], args: argparse.Namespace) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def _serve_workers(n: int, args: argparse.Namespace, settings: Settings) -> int:
+    """`rmad api --workers N`: bind once, run N `rmad api` children on the socket (service/api/workers.py)."""
+    from service.api.workers import WorkersError, bind, check_workers, supervise
+
+    try:
+        check_workers(n, settings.embedded_state)
+    except WorkersError as err:
+        print(f"rmad: {err}", file=sys.stderr)
+        return 2
+    sock = bind(args.host or settings.host, args.port or settings.port)
+    extra = ["--source", args.source] if args.source else []
+    return supervise(
+        n,
+        lambda fd: [sys.executable, "-m", "service.cli", "api", "--fd", str(fd), *extra],
+        sock,
+        settings.shutdown_grace_s,
+    )
 
 
 HTTP_DRAIN_SHARE = 0.25
@@ -142,8 +169,8 @@ class _GracefulServer:
         logging.shutdown()
         os._exit(3)
 
-    def run(self) -> None:
-        self.server.run()
+    def run(self, sockets: list[Any] | None = None) -> None:
+        self.server.run(sockets=sockets)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="market source: live (exchanges), simulator, or replay:PATH (default RMAD_INGEST_SOURCE)",
         )
+        if name == "api":
+            p.add_argument(
+                "--workers",
+                type=int,
+                default=1,
+                help="API processes on one socket (> 1 needs RMAD_REDIS_URL: they share state only through Redis)",
+            )
+            p.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)  # a worker's inherited socket
     for name, (module, help_text) in SUBCOMMANDS.items():
         try:
             mod = importlib.import_module(module)

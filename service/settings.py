@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.config.api import ApiSettings
 from service.config.chain import ChainSettings
+from service.config.eventtime import EventTimeSettings
 from service.config.ingest import IngestSettings
 from service.config.kafka import KafkaFetchSettings
 from service.config.model import ModelSettings
@@ -50,6 +51,7 @@ class Settings(
     ScoringSettings,
     ApiSettings,
     KafkaFetchSettings,
+    EventTimeSettings,
     BaseSettings,
 ):
     """All runtime configuration. Unset Kafka/Redis means the embedded in-process bus/state."""

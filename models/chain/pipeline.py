@@ -151,15 +151,31 @@ def rmad_rows(trained: Any, p: Prepared, label: str = "RMAD chain") -> tuple[lis
 
 
 def thresholds_from_validation(y_val: np.ndarray, s_val: np.ndarray, alert: float) -> dict[str, float]:
-    """alert = best validation F1; watch / critical = fused score at 5 % / 1 % validation false-positive rate."""
+    """Tiers from validation only, ordered note < watch < alert < critical (the runtime refuses any other order).
+
+    alert = the fused score that maximised validation F1; its validation false-positive rate f decides the others:
+    watch = the score at 2f, note at 4f (capped at 50 % / 75 %), critical at f / 5. Why relative to f: fixed rates
+    (5 % / 1 %) put `watch` above `alert` whenever the F1-best threshold flags more than 5 % of normal addresses.
+    """
     neg = np.sort(s_val[y_val == 0])
+    fpr = float(np.mean(neg >= alert)) if len(neg) else 0.0
+
+    def at(rate: float) -> float:
+        return float(np.quantile(neg, 1.0 - rate)) if len(neg) else float(alert)
+
+    watch = min(at(min(2 * fpr, 0.5)), float(np.nextafter(alert, -np.inf)))
+    note = min(at(min(4 * fpr, 0.75)), float(np.nextafter(watch, -np.inf)))
+    critical = max(at(fpr / 5), float(np.nextafter(alert, np.inf)))
     return {
+        "note": note,
+        "watch": watch,
         "alert": float(alert),
-        "watch": float(np.quantile(neg, 0.95)),
-        "critical": float(np.quantile(neg, 0.99)),
+        "critical": critical,
         "false_alarm_budget_per_day": 0.0,
-        "validation_fpr_watch": 0.05,
-        "validation_fpr_critical": 0.01,
+        "validation_fpr_alert": fpr,
+        "validation_fpr_watch": min(2 * fpr, 0.5),
+        "validation_fpr_note": min(4 * fpr, 0.75),
+        "validation_fpr_critical": fpr / 5,
     }
 
 
@@ -372,8 +388,9 @@ RMAD-Crypto applied to Ethereum addresses: scores one address's activity aggrega
   convolutions act per address, the frequency branch sees only |x| (the DC term), and the Transformer attends over
   one data token and the global token; the architecture and training code are the market model's. `feature_errors`
   [B, F] are per-feature reconstruction errors, the explanation of an alert.
-- Thresholds: `alert` = the fused score that maximised F1 on validation; `watch` / `critical` = the fused score at
-  5 % / 1 % validation false-positive rate.
+- Thresholds: `alert` = the fused score that maximised F1 on validation (validation false-positive rate f); `note` /
+  `watch` / `critical` = the fused score at validation false-positive rate 4f / 2f / f/5, so note < watch < alert <
+  critical.
 
 ## Data and split
 - `../shared/data/{DATA_FILE}` (sha256 {data.fingerprint[:16]}...): {data.n_rows_file} rows;

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api.docs_ui import router as docs_ui_router
+from service.api.edges import EdgeGuard
 from service.api.fastpath import ScoreFastPath
 from service.api.health import router as health_router
 from service.api.http_metrics import HttpMetricsMiddleware
@@ -52,6 +53,8 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
     BUILD_INFO.info({"version": __version__})
 
     app.add_middleware(ScoreFastPath)  # added first, so inside the metrics: its requests are counted the same
+    s = runtime.settings  # body limits hold for every route, the fast path included (service/api/edges.py)
+    app.add_middleware(EdgeGuard, max_body_bytes=s.api_max_body_bytes, max_depth=s.api_max_json_depth)
     app.add_middleware(HttpMetricsMiddleware)
     app.include_router(health_router)
     app.include_router(docs_ui_router)

@@ -134,6 +134,13 @@ class KeyStore:
         self._cache.pop(key_id, None)
         return True
 
+    async def revoked(self, key_id: str) -> bool:
+        """Whether the key is revoked (or gone) now, asked of the store (no cache: open streams poll this)."""
+        if key_id == "dev":
+            return self._dev_principal(self.settings.api_dev_key.get_secret_value()) is None
+        rec = await self.state.hgetall(self._record(key_id))
+        return not rec or "revoked_ms" in rec
+
     async def list(self) -> list[KeyInfo]:
         out = []
         for key_id in sorted((await self.state.hgetall("apikeys")).keys()):

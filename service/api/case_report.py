@@ -9,14 +9,21 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from service.api.cases import AuditRecord, Case
 from service.evidence.builder import Evidence
 
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 760, 170, 64, 12, 10, 26
+_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
 
 
 def utc(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000)) + " UTC"
+
+
+def _hms(ms: int) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(ms / 1000))
 
 
 def _e(v: Any) -> str:
@@ -52,16 +59,21 @@ def line_chart_svg(
     for i in range(5):
         v = lo + (hi - lo) * i / 4
         parts.append(f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#e5e5e5"/>')
-        parts.append(f'<text x="{PAD_L - 4}" y="{y(v) + 4:.1f}" font-size="10" text-anchor="end">{v:.6g}</text>')
-    for i in range(5):
-        t = t0 + (t1 - t0) * i // 4
-        label = time.strftime("%H:%M:%S", time.gmtime(t / 1000))
-        parts.append(f'<text x="{x(t):.1f}" y="{H - 8}" font-size="10" text-anchor="middle">{label}</text>')
-    parts.append(f'<text x="{W - PAD_R}" y="{H - 8}" font-size="10" text-anchor="end">UTC</text>')
-    for t, label, colour in marks:
+        parts.append(f'<text x="{PAD_L - 4}" y="{y(v) + 4:.1f}" font-size="10" text-anchor="end">{v:.4g}</text>')
+    step = next((s * 1000 for s in _STEPS_S if (t1 - t0) / (s * 1000) <= 7), _STEPS_S[-1] * 1000)
+    t = -(-t0 // step) * step
+    while t <= t1:
+        label = _hms(t)
+        parts.append(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{PAD_T}" y2="{H - PAD_B}" stroke="#f0f0f0"/>')
+        parts.append(f'<text x="{x(t):.1f}" y="{H - 10}" font-size="10" text-anchor="middle">{label}</text>')
+        t += step
+    parts.append(f'<text x="4" y="{H - 10}" font-size="10">UTC</text>')
+    if len(marks) == 2 and marks[0][0] == marks[1][0]:  # onset = alert: one line, one label
+        marks = [(marks[1][0], f"onset = {marks[1][1]}", marks[1][2])]
+    for row, (t, label, colour) in enumerate(marks):
         parts.append(
             f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{PAD_T}" y2="{H - PAD_B}" stroke="{colour}" '
-            f'stroke-dasharray="4 3"/><text x="{x(t) + 3:.1f}" y="{PAD_T + 10}" font-size="10" '
+            f'stroke-dasharray="4 3"/><text x="{x(t) + 3:.1f}" y="{PAD_T + 10 + 12 * row}" font-size="10" '
             f'fill="{colour}">{_e(label)}</text>'
         )
     for label, colour, pts, dashed in series:
@@ -81,7 +93,10 @@ def evidence_svgs(ev: Evidence) -> str:
     t0, t1 = ev.start_ms, max([ev.end_ms] + [b.t for b in ev.bars[-1:]])
     if ev.bars:
         t1 = min(t1, max(ev.bars[-1].t, ev.alert_ms) + ev.bar_ms)
-    marks = [(ev.onset_ms, "onset", "#b26b00"), (ev.alert_ms, "alert", "#c62828")]
+    marks = [
+        (ev.onset_ms, f"onset {_hms(ev.onset_ms)}", "#b26b00"),
+        (ev.alert_ms, f"alert {_hms(ev.alert_ms)}", "#c62828"),
+    ]
     price = line_chart_svg(
         f"{ev.key} price (close)", [("close", "#1f6feb", [(b.t, b.c) for b in ev.bars], False)], t0, t1, marks
     )
@@ -103,7 +118,7 @@ def render_case_report(
 ) -> str:
     rows = "".join(
         f"<tr><td>{_e(utc(r.time_ms))}</td><td>{_e(r.key_id)}</td><td>{_e(r.action)}</td>"
-        f"<td><code>{_e(r.detail)}</code></td></tr>"
+        f"<td><code>{_e(orjson.dumps(r.detail).decode())}</code></td></tr>"
         for r in audit
     )
     notes = "".join(f"<li><b>{_e(utc(n.time_ms))}</b> · {_e(n.key_id)}: {_e(n.text)}</li>" for n in case.notes)
@@ -120,6 +135,15 @@ def render_case_report(
             f"{float(a['score']):.4g} / threshold {float(a['threshold']):.4g} · model {_e(a['model_name'])} "
             f"{_e(a['model_version'])} · alert id <code>{_e(a['id'])}</code></p>"
             + (evidence_svgs(ev) if ev is not None else "<p><i>no evidence was stored for this alert</i></p>")
+            + (
+                "<p>branches: "
+                + " · ".join(
+                    f"{_e(b['label'])} {float(b['score']):.3g} (weight {float(b['weight']):.2f})" for b in ev.branches
+                )
+                + "</p>"
+                if ev is not None and ev.branches
+                else ""
+            )
             + (f"<table><tr><th>feature</th><th>value</th><th>normal</th></tr>{feats}</table>" if feats else "")
             + "</section>"
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from service.api.context import context_for
-from service.api.desk import desk_for
+from service.api.desk import BooksFollower, EvidenceCompleter, desk_for
 from service.api.followers import AlertLogFollower, ScoresFollower, TapeFollower
 from service.api.scoring import ModelsComponent
 from service.api.simboard import LabelsFollower
@@ -23,11 +23,11 @@ def build_api(runtime: Runtime, args: argparse.Namespace) -> list[Component]:
         parts.append(AlertLogFollower(runtime.bus, s, ctx.alert_log, ctx.hub, runtime.state, on_new=desk.capture))
         parts.append(ScoresFollower(runtime.bus, s, runtime.state))
 
-        def on_trade(key: str, t_ms: int, price: float, size: float, buy: bool) -> None:
-            desk.trades.add(key, t_ms, price, size, buy)
-            ctx.scoring.observe_trade(key, t_ms, price, size, buy)
-
-        parts.append(TapeFollower(runtime.bus, s, runtime.state, on_trade=on_trade))
+        # the price tape for the dashboard and the desk; scoring reads the worker's published context instead
+        parts.append(TapeFollower(runtime.bus, s, runtime.state, on_trade=desk.trades.add))
+        parts.append(EvidenceCompleter(desk))
+        if s.spoofing_enabled:  # book snapshots for the evidence of book-based alerts
+            parts.append(BooksFollower(runtime.bus, s, desk.books))
         if source_name(args, s).split(":", 1)[0].lower() in ("simulator", "sim", "demo", "replay"):
             parts.append(LabelsFollower(runtime.bus, s, runtime.state))  # the injected anomalies' labels
     parts.append(ModelsComponent(ctx.scoring))

@@ -9,51 +9,51 @@ independently) is topped up when read, and its after-part is filled once the evi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 from service.api.cases import CaseStore
 from service.api.context import ApiContext
-from service.api.followers import scores_stream, tape_stream
-from service.evidence.builder import Evidence, Limits, build_evidence
+from service.api.followers import TopicFollower, scores_stream, tape_stream
+from service.bus import Bus
+from service.bus.base import Record
+from service.evidence.builder import Evidence, build_evidence
+from service.evidence.recorder import EvidenceRecorder, RecentBooks, RecentTrades
 from service.evidence.store import EvidenceStore
+from service.runtime import Health, cancel_and_wait
+from service.schemas.market import BookTop, decode_market
+from service.settings import Settings
 from service.state import StateStore
 
 log = logging.getLogger(__name__)
 
 _ATTR = "desk"
+MAX_INCOMPLETE = 1000
 
 
-class RecentTrades:
-    """The last trades per key, in memory (bounded per key and in keys): the rush an evidence record shows."""
+class BooksFollower(TopicFollower):
+    """market.books -> the in-memory book snapshots evidence draws on (only where book rules run)."""
 
-    def __init__(self, per_key: int = 2000, max_keys: int = 2000) -> None:
-        self.per_key = per_key
-        self.max_keys = max_keys
-        self._by_key: OrderedDict[str, deque[tuple[int, float, float, bool]]] = OrderedDict()
+    kind = "books"
 
-    def add(self, key: str, t_ms: int, price: float, size: float, buy: bool) -> None:
-        q = self._by_key.get(key)
-        if q is None:
-            if len(self._by_key) >= self.max_keys:
-                self._by_key.popitem(last=False)
-            q = self._by_key[key] = deque(maxlen=self.per_key)
-        else:
-            self._by_key.move_to_end(key)
-        q.append((t_ms, price, size, buy))
+    def __init__(self, bus: Bus, settings: Settings, books: RecentBooks) -> None:
+        super().__init__(bus, [settings.topic_books], "rmad-api-books")
+        self.books = books
 
-    def between(self, key: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
-        q = self._by_key.get(key, ())
-        return [
-            {"t": t, "price": p, "size": s, "side": "buy" if b else "sell"}
-            for t, p, s, b in q
-            if start_ms <= t <= end_ms
-        ]
+    async def handle(self, records: list[Record]) -> None:
+        for r in records:
+            try:
+                ev = decode_market(r.value)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                continue
+            if isinstance(ev, BookTop):
+                self.books.add(ev)
 
 
 @dataclass
@@ -61,9 +61,16 @@ class Desk:
     state: StateStore
     cases: CaseStore
     evidence: EvidenceStore
-    trades: RecentTrades
-    bar_ms: int
-    limits: Limits = field(default_factory=Limits)
+    recorder: EvidenceRecorder
+    incomplete: dict[str, dict[str, Any]] = field(default_factory=dict)  # alert id -> alert, oldest first
+
+    @property
+    def trades(self) -> RecentTrades:
+        return self.recorder.trades
+
+    @property
+    def books(self) -> RecentBooks:
+        return self.recorder.books
 
     async def _series(self, key: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         bars_raw = await self.state.xrevrange(tape_stream(key), count=2000)
@@ -73,16 +80,30 @@ class Desk:
         return bars, scores
 
     async def capture(self, alert: dict[str, Any]) -> Evidence:
-        """Build and store the evidence of one alert from what the store and this process hold now."""
-        bars, scores = await self._series(str(alert["key"]))
-        end = int(alert["window_end_ms"])
-        window = self.limits.before_ms + 3_600_000  # the onset may lie well before the alert
-        trades = self.trades.between(str(alert["key"]), end - window, end + self.bar_ms)
-        ev = build_evidence(
-            alert, bars, scores, trades, bar_ms=self.bar_ms, now_ms=int(time.time() * 1000), limits=self.limits
-        )
-        await self.evidence.put(ev)
+        """Build and store the evidence of one alert from the tape and scores in the store and this process's
+        trades and books; evidence already stored (by the worker that raised the alert) is kept as it is. Either
+        way, an evidence record still waiting for what followed the alert is remembered for `complete_due`."""
+        ev = await self.evidence.get(str(alert["id"]))
+        if ev is None:
+            bars, scores = await self._series(str(alert["key"]))
+            ev = self.recorder.capture(alert, bars, scores, source="api")
+            await self.evidence.put(ev)
+        if not ev.complete:
+            if len(self.incomplete) >= MAX_INCOMPLETE:
+                self.incomplete.pop(next(iter(self.incomplete)))
+            self.incomplete[ev.alert_id] = alert
         return ev
+
+    async def complete_due(self) -> int:
+        """Top up the remembered incomplete evidence (the after-part, from the tape while it still holds it);
+        returns how many records became complete."""
+        done = 0
+        for aid, alert in list(self.incomplete.items()):
+            ev = await self.evidence_of(alert)
+            if ev.complete:
+                self.incomplete.pop(aid, None)
+                done += 1
+        return done
 
     async def evidence_of(self, alert: dict[str, Any]) -> Evidence:
         """The stored evidence, topped up while the evidence window is still open (scores and bars that arrived
@@ -90,8 +111,10 @@ class Desk:
         ev = await self.evidence.get(str(alert["id"]))
         if ev is not None and ev.complete:
             return ev
-        bars, scores = await self._series(str(alert["key"]))
-        trades = ev.trades if ev is not None else []
+        key, end = str(alert["key"]), int(alert["window_end_ms"])
+        bars, scores = await self._series(key)
+        trades: list[dict[str, Any]] = []
+        books: list[dict[str, Any]] = []
         if ev is not None:  # keep what was stored: the tape may have been trimmed since
             seen = {b["t"] for b in bars}
             bars += [{"t": b.t, "o": b.o, "h": b.h, "l": b.l, "c": b.c, "v": b.v} for b in ev.bars if b.t not in seen]
@@ -101,18 +124,59 @@ class Desk:
                 for s in ev.scores
                 if s.t not in seen_s
             ]
-        raw_trades = [{"t": t.t, "price": t.price, "size": t.size, "side": t.side} for t in trades]
-        if not raw_trades:
-            end = int(alert["window_end_ms"])
-            raw_trades = self.trades.between(str(alert["key"]), end - 3_600_000, end + self.bar_ms)
+            trades = [asdict(t) for t in ev.trades]
+            books = [asdict(b) for b in ev.books]
+        if not trades:
+            trades = self.trades.between(key, end - 3_600_000, end + self.recorder.bar_ms)
+        seen_b = {b["t"] for b in books}
+        books += [b for b in self.books.between(key, end - 3_600_000, end + self.recorder.limits.after_ms)
+                  if b["t"] not in seen_b]  # fmt: skip
         new = build_evidence(
-            alert, bars, scores, raw_trades, bar_ms=self.bar_ms, now_ms=int(time.time() * 1000), limits=self.limits
-        )
+            alert, bars, scores, trades, books, bar_ms=self.recorder.bar_ms, now_ms=int(time.time() * 1000),
+            limits=self.recorder.limits,
+        )  # fmt: skip
+        new.source = ev.source if ev is not None else "api"
         if ev is not None:
             new.captured_ms = ev.captured_ms
             new.notes = ev.notes
         await self.evidence.put(new)
         return new
+
+
+class EvidenceCompleter:
+    """Runtime component: every `interval_s`, complete the evidence records waiting for what followed their
+    alert, so the after-part is stored while the price tape still holds it, whether or not anyone looks."""
+
+    name = "api.evidence"
+
+    def __init__(self, desk: Desk, interval_s: float = 10.0) -> None:
+        self.desk = desk
+        self.interval_s = interval_s
+        self.completed = 0
+        self._task: asyncio.Task[None] | None = None
+        self._error = ""
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    def health(self) -> Health:
+        if self._task is None or self._task.done():
+            return Health(False, "not running")
+        return Health(not self._error, self._error or f"{self.completed} evidence records completed")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                self.completed += await self.desk.complete_due()
+                self._error = ""
+            except Exception as exc:  # the store is down: try again next round
+                self._error = f"completing evidence: {exc}"
+                log.warning("%s", self._error)
 
 
 def desk_for(ctx: ApiContext) -> Desk:
@@ -123,8 +187,7 @@ def desk_for(ctx: ApiContext) -> Desk:
             state=ctx.state,
             cases=CaseStore(ctx.state),
             evidence=EvidenceStore(ctx.state, s.api_alert_ttl_s),
-            trades=RecentTrades(),
-            bar_ms=s.api_tape_interval_ms,
+            recorder=EvidenceRecorder(s.api_tape_interval_ms),
         )
         ctx.extras[_ATTR] = d
     return d

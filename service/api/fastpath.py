@@ -22,6 +22,7 @@ import json
 from typing import Any
 
 from fastapi import HTTPException
+from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
@@ -99,6 +100,8 @@ class ScoreFastPath:
             response = score_json(await _score_one(ctx, item))
         except ModelUnavailable as exc:
             response = await self._http_error(scope, receive, _unavailable(exc))
+        except RequestValidationError as exc:  # a value the body schema cannot judge (an event time out of bounds)
+            response = await self._app_error(scope, receive, exc)
         await response(scope, receive, send)
 
     async def _route_answers(self, scope: Scope, messages: list[Message], receive: Receive, send: Send) -> None:
@@ -116,5 +119,12 @@ class ScoreFastPath:
     async def _http_error(scope: Scope, receive: Receive, exc: HTTPException) -> Response:
         """The app's own HTTPException handler's response (what the route's raise would have produced)."""
         handler = scope["app"].exception_handlers[StarletteHTTPException]
+        response: Response = await handler(Request(scope, receive), exc)
+        return response
+
+    @staticmethod
+    async def _app_error(scope: Scope, receive: Receive, exc: RequestValidationError) -> Response:
+        """The app's own 422 handler's response (what the route's raise would have produced)."""
+        handler = scope["app"].exception_handlers[RequestValidationError]
         response: Response = await handler(Request(scope, receive), exc)
         return response

@@ -231,37 +231,46 @@ class TapeFollower(TopicFollower):
     async def handle(self, records: list[Record]) -> None:
         for r in records:
             try:
-                ev: dict[str, Any] = orjson.loads(r.value)
-                kind = ev.get("type")
-                key = f"{ev['venue']}:{ev['symbol']}"
-                if kind == "trade":
-                    t_ms, price, size = int(ev["event_time_ms"]), float(ev["price"]), float(ev["size"])
-                    if key not in self._trade_keys and len(self._trade_keys) < 100_000:
-                        self._trade_keys.add(key)
-                    await self._trade(key, t_ms, price, size)
-                    if self.on_trade is not None:
-                        try:
-                            self.on_trade(key, t_ms, price, size, ev.get("side") == "buy")
-                        except Exception as exc:  # the live scoring context must never stop the tape
-                            log.debug("live market context for %s: %s", key, exc)
-                elif kind == "bar" and key not in self._trade_keys:
-                    vol = float(ev["volume"])
-                    b = _Bucket(int(ev["open_time_ms"]), float(ev["open"]), float(ev["high"]), float(ev["low"]),
-                                float(ev["close"]), vol)  # fmt: skip
-                    await self._write(key, b)
-                else:
-                    continue
-                if "ingest_time_ms" in ev and "event_time_ms" in ev:
-                    self._last_ingest = {
-                        "ingest_lag_ms": int(ev["ingest_time_ms"]) - int(ev["event_time_ms"]),
-                        "ingest_record_ms": r.timestamp_ms,
-                    }
-                FOLLOWER_RECORDS.labels(kind=self.kind, outcome="new").inc()
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                got = orjson.loads(r.value)
+                events: list[Any] = got["trades"] if got.get("type") == "trades" else [got]  # packed or single
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                 FOLLOWER_RECORDS.labels(kind=self.kind, outcome="invalid").inc()
+                continue
+            for ev in events:
+                await self._event(r, ev)
         if self._last_ingest:
             await self.state.hset(FRESHNESS_KEY, self._last_ingest)
         await self._flush_stale(records[-1].timestamp_ms if records else None)
+
+    async def _event(self, r: Record, ev: Any) -> None:
+        try:
+            kind = ev.get("type")
+            key = f"{ev['venue']}:{ev['symbol']}"
+            if kind == "trade":
+                t_ms, price, size = int(ev["event_time_ms"]), float(ev["price"]), float(ev["size"])
+                if key not in self._trade_keys and len(self._trade_keys) < 100_000:
+                    self._trade_keys.add(key)
+                await self._trade(key, t_ms, price, size)
+                if self.on_trade is not None:
+                    try:
+                        self.on_trade(key, t_ms, price, size, ev.get("side") == "buy")
+                    except Exception as exc:  # the live scoring context must never stop the tape
+                        log.debug("live market context for %s: %s", key, exc)
+            elif kind == "bar" and key not in self._trade_keys:
+                vol = float(ev["volume"])
+                b = _Bucket(int(ev["open_time_ms"]), float(ev["open"]), float(ev["high"]), float(ev["low"]),
+                            float(ev["close"]), vol)  # fmt: skip
+                await self._write(key, b)
+            else:
+                return
+            if "ingest_time_ms" in ev and "event_time_ms" in ev:
+                self._last_ingest = {
+                    "ingest_lag_ms": int(ev["ingest_time_ms"]) - int(ev["event_time_ms"]),
+                    "ingest_record_ms": r.timestamp_ms,
+                }
+            FOLLOWER_RECORDS.labels(kind=self.kind, outcome="new").inc()
+        except (KeyError, TypeError, ValueError, AttributeError):
+            FOLLOWER_RECORDS.labels(kind=self.kind, outcome="invalid").inc()
 
     async def _trade(self, key: str, t_ms: int, price: float, size: float) -> None:
         start = t_ms - t_ms % self.interval

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from service.api.alertlog import AlertFilter, AlertLog, LogEntry, seq_key
+from service.api.retry import RetryState
 from service.runtime import Health, cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ class AlertHub:
         self._error: str | None = None
         self._last_poll = 0.0
         self._wake = asyncio.Event()
+        self._retry = RetryState("alert hub reading the alert log", log, base_s=poll_s, max_s=5.0)
 
     @property
     def running(self) -> bool:
@@ -223,8 +225,9 @@ class AlertHub:
                 raise
             except Exception as exc:
                 self._error = str(exc)
-                log.warning("alert hub cannot read the log: %s", exc)
-                n = 0
+                await asyncio.sleep(self._retry.failed(exc))
+                continue
+            self._retry.ok()
             if n < self.page:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):

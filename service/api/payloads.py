@@ -2,14 +2,50 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationInfo,
+    field_validator,
+)
 
+from service.features.bars import MAX_PRICE, MAX_SIZE, MIN_PRICE
+from service.schemas.addresses import bitcoin_address, chain_address, market_symbol
 from service.schemas.scoring import Alert, AnomalyType, BranchScores, FeatureContribution, Score, Severity, Verdict
 
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/@+\-]+$")]
+StrictFloat = Annotated[float, Strict()]  # a JSON number: `true` and "100" are refused
+StrictInt = Annotated[int, Strict()]
+
+
+_VENUE = re.compile(r"[a-z0-9][a-z0-9.\-]{0,31}")
+
+
+def _venue(v: object) -> object:
+    if isinstance(v, str):
+        name = v.strip().lower()
+        if not _VENUE.fullmatch(name):
+            raise ValueError("not a venue name (lower-case letters, digits and dashes, e.g. binance-spot)")
+        return name
+    return v
+
+
+VenueIn = Annotated[str, BeforeValidator(_venue), Field(description="venue, e.g. binance-spot; lower-cased")]
+SymbolIn = Annotated[
+    str,
+    Field(min_length=1, max_length=64),
+    AfterValidator(market_symbol),
+    Field(description="exchange symbol; normalised to upper case without separators (btc/usdt -> BTCUSDT)"),
+]
 
 
 def _seq(v: str) -> str:
@@ -27,8 +63,19 @@ Seq = Annotated[
 ]
 
 
+class FieldProblem(BaseModel):
+    field: str = Field(description="the failing field, e.g. body.trade.price or query.min_severity")
+    msg: str = Field(description="what is wrong with it")
+    type: str = Field(description="a short machine-readable code, e.g. float_type, missing, value_error")
+    loc: list[str | int] = Field(description="the field's path as a list")
+
+
 class Problem(BaseModel):
-    detail: str
+    """The body of every 4xx and 5xx answer: `detail` for people; `fields`/`errors` name what to fix."""
+
+    detail: str = Field(description="what went wrong, naming the fields when fields are at fault")
+    fields: list[str] = Field(default_factory=list, description="failing fields (empty when no field is at fault)")
+    errors: list[FieldProblem] = Field(default_factory=list, description="one entry per failing field")
 
 
 class FeedbackVerdict(StrEnum):
@@ -188,17 +235,30 @@ class ChainTxIn(BaseModel):
         pattern=r"^\d{1,78}$", description="amount in the chain's base unit (wei, satoshi) as a decimal string"
     )
     fee: str = Field(default="0", pattern=r"^\d{1,78}$", description="fee in base units, decimal string")
-    time_ms: int = Field(ge=0, le=10**14, description="block or first-seen time, ms UTC")
+    time_ms: StrictInt = Field(ge=0, le=10**14, description="block or first-seen time, ms UTC")
     inputs: list[ChainLegIn] | None = Field(default=None, max_length=1000, description="bitcoin inputs")
     outputs: list[ChainLegIn] | None = Field(default=None, max_length=1000, description="bitcoin outputs")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    @field_validator("from_address", "to_address")
+    @classmethod
+    def _address(cls, v: str | None, info: ValidationInfo) -> str | None:
+        chain = info.data.get("chain")
+        return v if v is None or chain is None else chain_address(chain, v)
+
+    @field_validator("inputs", "outputs")
+    @classmethod
+    def _legs_on_bitcoin(cls, v: list[ChainLegIn] | None, info: ValidationInfo) -> list[ChainLegIn] | None:
+        if v is not None and info.data.get("chain") != "bitcoin":
+            raise ValueError("inputs and outputs are Bitcoin's; an Ethereum transaction has from/to")
+        return v
+
 
 class ChainLegIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    address: str = Field(min_length=1, max_length=128)
+    address: Annotated[str, Field(min_length=1, max_length=128), AfterValidator(bitcoin_address)]
     value: str = Field(pattern=r"^\d{1,78}$")
 
 
@@ -208,12 +268,12 @@ class TradeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["trade"] = "trade"
-    venue: Name
-    symbol: Name
-    price: float = Field(gt=0, allow_inf_nan=False, le=1e15)
-    size: float = Field(gt=0, allow_inf_nan=False, le=1e15)
-    side: Literal["buy", "sell"]
-    time_ms: int = Field(ge=0, le=10**14, description="trade time, ms UTC")
+    venue: VenueIn
+    symbol: SymbolIn
+    price: StrictFloat = Field(ge=MIN_PRICE, le=MAX_PRICE, allow_inf_nan=False, description="a JSON number")
+    size: StrictFloat = Field(gt=0, le=MAX_SIZE, allow_inf_nan=False, description="base units, a JSON number")
+    side: Literal["buy", "sell"] = Field(description="the taker's side")
+    time_ms: StrictInt = Field(ge=0, le=10**14, description="trade time, ms UTC (near now: RMAD_EVENT_TIME_*)")
 
 
 TransactionIn = Annotated[ChainTxIn | TradeIn, Field(discriminator="kind")]
@@ -234,6 +294,26 @@ class ScoreResult(BaseModel):
     model_version: str
     context_bars: int = Field(description="bars of live market context the window used (0 for chain)")
     warm: bool = Field(description="false when the context was shorter than the model's window (padded)")
+    transaction: TransactionScore | None = Field(
+        default=None,
+        description="the transaction judged for itself (POST /v1/score/transaction(s)); docs/api-scoring.md",
+    )
+
+
+class TxDriver(BaseModel):
+    name: str = Field(description="size, price, rush, wash; value_vs_sender, value_vs_receiver, fee_share, ...")
+    score: float = Field(description="this component on the transaction scale (3 note, 5 watch, 8 alert)")
+    value: float = Field(description="the transaction's value of it")
+    typical: float | None = Field(description="what is usual in its context, where that is one number")
+    why: str
+
+
+class TransactionScore(BaseModel):
+    score: float = Field(description="the largest driver's score")
+    verdict: Verdict = Field(description="normal below 3, note from 3, watch from 5, anomalous from 8")
+    drivers: list[TxDriver] = Field(description="components, largest first")
+    context: int = Field(description="recent trades (or address history entries) the judgement used")
+    summary: str
 
 
 class BatchIn(BaseModel):
@@ -251,7 +331,7 @@ class WindowIn(BaseModel):
 
     model: Name = Field(default="market", description="model name")
     key: Name = Field(default="adhoc:window", description="label echoed back")
-    features: list[list[float]] | None = Field(
+    features: list[list[StrictFloat]] | None = Field(
         default=None,
         max_length=4096,
         description="an unscaled [T, F] feature window in the manifest's feature order (or give `bars`)",
@@ -268,14 +348,14 @@ class WindowIn(BaseModel):
 class BarIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    start_ms: int = Field(ge=0, le=10**14)
-    open: float = Field(gt=0, allow_inf_nan=False)
-    high: float = Field(gt=0, allow_inf_nan=False)
-    low: float = Field(gt=0, allow_inf_nan=False)
-    close: float = Field(gt=0, allow_inf_nan=False)
-    volume: float = Field(ge=0, allow_inf_nan=False)
-    trades: int | None = Field(default=None, ge=0)
-    taker_buy_volume: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    start_ms: StrictInt = Field(ge=0, le=10**14)
+    open: StrictFloat = Field(gt=0, allow_inf_nan=False)
+    high: StrictFloat = Field(gt=0, allow_inf_nan=False)
+    low: StrictFloat = Field(gt=0, allow_inf_nan=False)
+    close: StrictFloat = Field(gt=0, allow_inf_nan=False)
+    volume: StrictFloat = Field(ge=0, allow_inf_nan=False)
+    trades: StrictInt | None = Field(default=None, ge=0)
+    taker_buy_volume: StrictFloat | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class ModelOut(BaseModel):
@@ -298,4 +378,5 @@ class ModelsOut(BaseModel):
 
 
 ChainTxIn.model_rebuild()
+ScoreResult.model_rebuild()
 WindowIn.model_rebuild()

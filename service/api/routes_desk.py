@@ -274,6 +274,7 @@ class EvidenceOut(BaseModel):
     trades: list[dict[str, Any]]
     books: list[dict[str, Any]]
     notes: list[str]
+    source: str = Field(description="worker: captured where the alert was decided; api: when the API logged it")
 
 
 def _evidence_out(ev: Evidence, case_id: str | None) -> EvidenceOut:

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 
 from service.api.access import require
 from service.api.auth import Principal, Scope
+from service.api.eventtime import check_time_ms
 from service.api.metrics import SCORE_REQUESTS
 from service.api.payloads import (
     BatchIn,
@@ -32,6 +33,7 @@ from service.api.payloads import (
 )
 from service.api.routes_alerts import AUTH_RESPONSES, Ctx
 from service.api.scoring import BadWindow, ModelUnavailable, ScoringService, UnknownModel
+from service.api.txscore import features_after, score_chain, score_trade, with_transaction
 from service.schemas.scoring import Verdict
 from service.scoring.decision import ModelFacts, decide
 
@@ -101,6 +103,7 @@ def _result(
         "model_version": str(r.model_version),
         "context_bars": int(context),
         "warm": bool(warm),
+        "transaction": None,
     }
 
 
@@ -112,29 +115,36 @@ def score_json(result: dict[str, Any]) -> Response:
     return Response(orjson.dumps(result), media_type="application/json")
 
 
-async def _score_one(ctx: Any, item: TradeIn | ChainTxIn) -> dict[str, Any]:
+async def _score_one(ctx: Any, item: TradeIn | ChainTxIn, loc: tuple[str | int, ...] = ("body",)) -> dict[str, Any]:
     svc: ScoringService = ctx.scoring
     s = ctx.settings
+    check_time_ms(s, item.time_ms, (*loc, item.kind))
     if isinstance(item, TradeIn):
         model = svc.model(s.model_market)
         key = f"{item.venue}:{item.symbol}"
-        window, context, warm = svc.trade_window(model, key, item.time_ms, item.price, item.size, item.side == "buy")
+        live = await svc.live_context(key)
+        window, context, warm = svc.market_window(model, live)
         r = await svc.score(s.model_market, window)
-        return _result(svc, model, r, key, window, context, warm, "market")
+        tx = score_trade(None if live is None else live.prints, item.time_ms, item.price, item.size, item.side == "buy")
+        return with_transaction(_result(svc, model, r, key, window, context, warm, "market"), tx, warm)
     from service.features.chain import CHAIN_FEATURES, feature_vector
     from service.features.chain_store import address_features
+    from service.schemas.chain import UNIT_DECIMALS
 
     model = svc.model(s.model_chain)
-    feats = await address_features(
-        ctx.state, item.chain, item.from_address.lower() if item.chain == "ethereum" else item.from_address
-    )
+    sender = await address_features(ctx.state, item.chain, item.from_address)
+    receiver = None if item.to_address is None else await address_features(ctx.state, item.chain, item.to_address)
+    unit = 10.0 ** UNIT_DECIMALS[item.chain]
+    value, fee = int(item.value) / unit, int(item.fee) / unit
+    tx = score_chain(sender, receiver, value, fee)
+    after = features_after(sender, value, fee, item.time_ms, receiver is None or not receiver.get("first_seen_ms"))
     names = list(model.artifact.manifest.features.names)
-    vec = feature_vector(feats, names if set(names) <= set(feats) else CHAIN_FEATURES)
+    vec = feature_vector(after, names if set(names) <= set(after) else CHAIN_FEATURES)
     window = np.tile(np.asarray(vec, dtype=np.float32), (model.window, 1))
     key = f"{item.chain}:{item.from_address}"
     r = await svc.score(s.model_chain, window)
-    seen = any(v for v in vec)
-    return _result(svc, model, r, key, window, 0, seen, "chain")
+    seen = bool(sender.get("first_seen_ms"))
+    return with_transaction(_result(svc, model, r, key, window, 0, seen, "chain"), tx, True)
 
 
 @router.post(
@@ -169,7 +179,7 @@ async def score_transactions(ctx: Ctx, _: Scorer_, body: BatchIn) -> BatchOut:
     import asyncio
 
     try:
-        results = await asyncio.gather(*(_score_one(ctx, item) for item in body.items))
+        results = await asyncio.gather(*(_score_one(ctx, x, ("body", "items", i)) for i, x in enumerate(body.items)))
     except ModelUnavailable as exc:
         raise _unavailable(exc) from None
     return BatchOut(items=[ScoreResult.model_validate(x) for x in results])
@@ -192,8 +202,11 @@ async def score_window(ctx: Ctx, _: Scorer_, body: WindowIn) -> ScoreResult:
                 window = np.asarray(body.features, dtype=np.float32)
             except ValueError:
                 raise BadWindow("rows must all have the same length") from None
-            if window.ndim != 2:
-                raise BadWindow("expected a [T, F] array of numbers")
+            if window.ndim != 2 or window.shape[1] != model.n_features:
+                raise BadWindow(
+                    f"expected a [T, {model.n_features}] array of numbers (the manifest's features), "
+                    f"got {'x'.join(map(str, window.shape))}"
+                )
             context = window.shape[0]
             window_full = window
         elif body.bars is not None:

@@ -139,7 +139,7 @@ async def alerts_stream(
     if not key and proto is not None:
         key = proto[len(KEY_SUBPROTOCOL) :]
     try:
-        await authenticate(ctx.keys, ctx.limiter, key, Scope.SUBSCRIBE)
+        principal = await authenticate(ctx.keys, ctx.limiter, key, Scope.SUBSCRIBE)
     except AuthError as err:
         code = WS_CLOSE_UNAUTHORIZED if err.status_code == 401 else WS_CLOSE_FORBIDDEN
         await _close_with(websocket, code, err.detail)
@@ -167,22 +167,39 @@ async def alerts_stream(
 
     pump = asyncio.create_task(_pump(ctx, sub, missed, send, "ws"))
     watcher = asyncio.create_task(watch_client())
+    revoked = asyncio.create_task(key_revoked(ctx, principal))
     try:
-        done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if pump in done:
+        done, _ = await asyncio.wait({pump, watcher, revoked}, return_when=asyncio.FIRST_COMPLETED)
+        if revoked in done:
+            STREAM_CUT.labels(transport="ws", reason="revoked").inc()
+            await _close_with(websocket, WS_CLOSE_UNAUTHORIZED, revoked.result())
+        elif pump in done:
             exc = pump.exception()
             if isinstance(exc, SubscriberCut):
                 STREAM_CUT.labels(transport="ws", reason="slow" if "slow" in exc.reason else "server").inc()
                 code = WS_CLOSE_RESTART if exc.reason.startswith(SHUTDOWN_REASON) else WS_CLOSE_SLOW
                 await _close_with(websocket, code, exc.reason)
     finally:
-        for t in (pump, watcher):
+        for t in (pump, watcher, revoked):
             t.cancel()
-        for t in (pump, watcher):
+        for t in (pump, watcher, revoked):
             with contextlib.suppress(BaseException):
                 await t
         sub.close()
         SUBSCRIBERS.labels(transport="ws").dec()
+
+
+async def key_revoked(ctx: ApiContext, principal: Principal) -> str:
+    """Return (with the reason) once the stream's key is revoked; checked every RMAD_API_STREAM_REVOKE_CHECK_S
+    against the store, so a revocation from any process (`rmad keys revoke`) ends the stream within that time."""
+    while True:
+        await asyncio.sleep(ctx.settings.api_stream_revoke_check_s)
+        try:
+            gone = await ctx.keys.revoked(principal.key_id)
+        except Exception:  # the store is down: the stream stays; the next check decides
+            continue
+        if gone:
+            return f"API key {principal.key_id} was revoked"
 
 
 async def _close_with(websocket: WebSocket, code: int, reason: str) -> None:
@@ -206,7 +223,7 @@ async def _close_with(websocket: WebSocket, code: int, reason: str) -> None:
 )
 async def alerts_sse(
     request: Request,
-    _: Annotated[Principal, Depends(require(Scope.SUBSCRIBE))],
+    principal: Annotated[Principal, Depends(require(Scope.SUBSCRIBE))],
     venue: Annotated[list[Name] | None, Query()] = None,
     symbol: Annotated[list[Name] | None, Query()] = None,
     type: Annotated[list[AnomalyType] | None, Query()] = None,
@@ -235,24 +252,30 @@ async def alerts_sse(
     async def events() -> AsyncIterator[bytes]:
         SUBSCRIBERS.labels(transport="sse").inc()
         pump = asyncio.create_task(_pump(ctx, sub, missed, send, "sse"))
+        revoked = asyncio.create_task(key_revoked(ctx, principal))
         try:
             yield b"retry: 2000\n\n"
             while True:
                 get = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({get, pump}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({get, pump, revoked}, return_when=asyncio.FIRST_COMPLETED)
                 if get in done:
                     yield get.result()
                     continue
                 get.cancel()
+                if revoked in done:
+                    STREAM_CUT.labels(transport="sse", reason="revoked").inc()
+                    yield b"event: error\ndata: " + error_message(revoked.result()) + b"\n\n"
+                    return
                 exc = pump.exception()
                 reason = exc.reason if isinstance(exc, SubscriberCut) else f"stream ended: {exc!r}"
                 STREAM_CUT.labels(transport="sse", reason="slow" if "slow" in reason else "server").inc()
                 yield b"event: error\ndata: " + error_message(reason) + b"\n\n"
                 return
         finally:
-            pump.cancel()
-            with contextlib.suppress(BaseException):
-                await pump
+            for t in (pump, revoked):
+                t.cancel()
+                with contextlib.suppress(BaseException):
+                    await t
             sub.close()
             SUBSCRIBERS.labels(transport="sse").dec()
 

@@ -5,21 +5,17 @@ requests arriving within `scoring_max_wait_ms` of each other are stacked into on
 `scoring_batch_size`, the worker's micro-batcher: service/scoring/batcher.py `BatchRunner`), run in a worker
 thread, and each request gets its own row back. Latency stays within a
 couple of milliseconds while throughput follows the batch.
-Why live market state here: a trade is scored in the context of its symbol's recent bars. The api keeps, per key,
-the same bar builder and `MarketFeatureState` as the worker, fed by the trades it follows; a scored trade is added
-to a copy of the open bar, so scoring never changes the live state. A key without enough history is padded with the
-model's typical (training median) values and answered with `warm: false`.
+Why no market state here: a trade is scored in the context of its symbol's recent bars and trades, and those are
+what the scoring worker publishes after each batch (service/scoring/live_state.py): the API reads them from the
+state store instead of following trades and building bars a second time. A key the worker has not published (or a
+model of another shape) is scored against the model's typical (training median) values, `warm: false`.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +25,7 @@ from service.runtime import Runtime
 
 if TYPE_CHECKING:
     from service.scoring.batcher import BatchRunner
+    from service.scoring.live_state import LiveContext
     from service.scoring.registry import LoadedModel, ModelRegistry
     from service.scoring.scorer import Scorer, WindowResult
 
@@ -47,23 +44,6 @@ class BadWindow(ValueError):
     """The caller's window does not fit the model (the API answers 422 naming the field)."""
 
 
-@dataclass
-class LiveMarket:
-    """One key's bar builder, feature state and the last `window` feature rows (closed bars)."""
-
-    builder: Any
-    state: Any
-    rows: deque[np.ndarray]
-    last_bar: Any = None
-    _stacked: np.ndarray | None = None  # `rows` as one [n, F] array, made on first use after they change
-
-    def stacked(self) -> np.ndarray | None:
-        """The live rows as one array (None when there are none); rows change once a bar, requests come often."""
-        if self._stacked is None and self.rows:
-            self._stacked = np.stack(self.rows)
-        return self._stacked
-
-
 class ScoringService:
     """Models (a registry of its own, hot-reloaded), micro-batched scoring, live market context per key."""
 
@@ -73,7 +53,6 @@ class ScoringService:
         self._registry: ModelRegistry | None = None
         self._scorer: Scorer | None = None
         self._batchers: dict[str, BatchRunner[np.ndarray, WindowResult]] = {}
-        self.markets: dict[str, LiveMarket] = {}
         self._started = False
         self.import_error: str | None = None
 
@@ -197,151 +176,19 @@ class ScoringService:
             out[pad:] = np.stack(rows)
         return out, pad == 0
 
-    # --- live market context
-    def _new_market(self, model: LoadedModel) -> LiveMarket:
-        from service.features.bars import TradeBarBuilder
-        from service.features.market import MarketFeatureState
+    # --- live context (published by the scoring worker: service/scoring/live_state.py)
+    async def live_context(self, key: str) -> LiveContext | None:
+        """The key's newest scored window and recent trades, or None when the worker has published none."""
+        from service.scoring.live_state import read_live
 
-        interval = int(model.artifact.manifest.bar_interval_s * 1000)
-        return LiveMarket(TradeBarBuilder(interval), MarketFeatureState(), deque(maxlen=model.window))
+        return await read_live(self.runtime.state, key)
 
-    def observe_trade(self, key: str, ts_ms: int, price: float, size: float, taker_buy: bool) -> None:
-        """Feed one live trade (from the api's market follower) into the key's live state."""
-        reg = self._registry
-        if reg is None:
-            return
-        model = reg.maybe(getattr(self.settings, "model_market", "market"))
-        if model is None:
-            return
-        mk = self.markets.get(key)
-        if mk is None:
-            if len(self.markets) >= 10_000:
-                self.markets.pop(next(iter(self.markets)))
-            mk = self.markets[key] = self._new_market(model)
-        for bar in mk.builder.add_trade(ts_ms, price, size, taker_buy):
-            mk.rows.append(np.asarray(mk.state.update(bar), dtype=np.float32))
-            mk.last_bar = bar
-            mk._stacked = None
-
-    def trade_window(
-        self, model: LoadedModel, key: str, ts_ms: int, price: float, size: float, buy: bool
-    ) -> tuple[np.ndarray, int, bool]:
-        """The window the trade would make: live rows + the open bar with this trade (on copies)."""
-        live = self.markets.get(key)
-        if live is None:
-            mk = self._new_market(model)
-            rows = None
-        else:
-            rows = live.stacked()
-            mk = LiveMarket(fast_clone(live.builder), fast_clone(live.state), deque(), live.last_bar)
-        closed = mk.builder.add_trade(ts_ms, price, size, buy)
-        new = [np.asarray(mk.state.update(bar), dtype=np.float32) for bar in [*closed, *mk.builder.flush()]]
-        context = (0 if rows is None else len(rows)) + len(new)
-        window, warm = self._window(model, rows, new)
-        return window, context, warm
-
-    def _window(self, model: LoadedModel, rows: np.ndarray | None, new: list[np.ndarray]) -> tuple[np.ndarray, bool]:
-        """`padded(model, [*rows, *new])` without stacking the live rows again: the last `window` of them, padded in
-        front with the model's typical values when there are fewer."""
-        t, f = model.window, model.n_features
-        out = np.empty((t, f), dtype=np.float32)
-        k = min(len(new), t)
-        n = 0 if rows is None else min(len(rows), t - k)
-        pad = t - k - n
-        if pad:
-            out[:pad] = np.asarray(model.artifact.normal, dtype=np.float32)
-        if n:
-            assert rows is not None
-            out[pad : pad + n] = rows[len(rows) - n :]
-        for i, row in enumerate(new[len(new) - k :]):
-            out[t - k + i] = row
-        return out, pad == 0
-
-
-_ATOM_TYPES = frozenset({int, float, str, bytes, bool, type(None), tuple, frozenset, np.float32, np.float64, np.int64})
-_SLOT_NAMES: dict[type, tuple[str, ...]] = {}
-
-
-def _slot_names(cls: type) -> tuple[str, ...]:
-    names = _SLOT_NAMES.get(cls)
-    if names is None:
-        found: list[str] = []
-        for klass in cls.__mro__:
-            slots = getattr(klass, "__slots__", ())
-            found.extend([slots] if isinstance(slots, str) else slots)
-        names = _SLOT_NAMES[cls] = tuple(n for n in found if n not in ("__dict__", "__weakref__"))
-    return names
-
-
-def fast_clone(obj: Any) -> Any:
-    """A deep copy of the feature and bar state, many times faster than `copy.deepcopy`.
-
-    Why: scoring a trade adds it to copies of its key's bar builder and feature state (the live state must not
-    change), once per request; deepcopy's memo bookkeeping made that the most expensive step of a request. The
-    states are trees of small objects (slots or dict) holding numbers, lists of numbers, dicts and tuples of
-    numbers, with no shared or cyclic references; tuples and frozen dataclasses are immutable and shared. Each
-    feature class gets a copier of its own, generated once from its slot names (straight-line attribute copies,
-    no per-attribute lookups by name). Anything else falls back to deepcopy.
-    """
-    t = type(obj)
-    if t in _ATOM_TYPES:
-        return obj
-    if t is list:
-        if not obj or type(obj[0]) in _ATOM_TYPES:
-            return obj[:]
-        return [fast_clone(x) for x in obj]
-    if t is dict:
-        return {k: v if type(v) in _ATOM_TYPES else fast_clone(v) for k, v in obj.items()}
-    if t is deque:
-        return deque((fast_clone(x) for x in obj), maxlen=obj.maxlen)
-    if t is np.ndarray:
-        return obj.copy()
-    copier = _COPIERS.get(t)
-    if copier is None:
-        copier = _COPIERS[t] = _make_copier(t)
-    return copier(obj)
-
-
-_COPIERS: dict[type, Callable[[Any], Any]] = {}
-
-
-def _make_copier(t: type) -> Callable[[Any], Any]:
-    """The copy function of one class: shared when immutable, generated for feature classes, else deepcopy."""
-    if not t.__module__.startswith("service.features"):
-        return copy.deepcopy
-    params = getattr(t, "__dataclass_params__", None)
-    if params is not None and params.frozen:
-        return lambda obj: obj
-    names = _slot_names(t)
-    if not all(n.isidentifier() and not n.startswith("__") for n in names):
-        return copy.deepcopy
-    lines = ["def copier(o):", "    n = new(T)"]
-    for name in names:  # a slot may be unset: copied only when set
-        lines += [
-            "    try:",
-            f"        v = o.{name}",
-            "    except AttributeError:",
-            "        pass",
-            "    else:",
-            f"        setattr_(n, {name!r}, v if type(v) in ATOMS else clone(v))",
-        ]
-    if "__dict__" in dir(t) or not names:
-        lines += [
-            "    d = getattr(o, '__dict__', None)",
-            "    if d:",
-            "        n.__dict__.update({k: v if type(v) in ATOMS else clone(v) for k, v in d.items()})",
-        ]
-    lines.append("    return n")
-    scope: dict[str, Any] = {
-        "new": object.__new__,
-        "T": t,
-        "ATOMS": _ATOM_TYPES,
-        "clone": fast_clone,
-        "setattr_": object.__setattr__,
-    }
-    exec("\n".join(lines), scope)  # source built here from the class's own slot names
-    copier: Callable[[Any], Any] = scope["copier"]
-    return copier
+    def market_window(self, model: LoadedModel, live: LiveContext | None) -> tuple[np.ndarray, int, bool]:
+        """The window that gives a trade its market context: the worker's newest window for the key when it fits
+        this model (warm when the key's features had warmed up), else the model's typical values (cold)."""
+        if live is not None and live.window.shape == (model.window, model.n_features):
+            return live.window, model.window, live.scorable
+        return self.padded(model, [])[0], 0, False
 
 
 def now_ms() -> int:

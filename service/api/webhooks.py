@@ -26,6 +26,7 @@ import orjson
 
 from service.api.alertlog import AlertFilter, AlertLog, LogEntry
 from service.api.metrics import WEBHOOK_DELIVERIES, WEBHOOK_LATENCY
+from service.api.retry import RetryState
 from service.runtime import Health, cancel_and_wait
 from service.settings import Settings
 from service.state import StateStore
@@ -211,6 +212,7 @@ class WebhookDispatcher:
         self.state = state
         self.settings = settings
         self.poll_s = max(settings.api_stream_poll_s, 0.05)
+        self._retry = RetryState("webhook dispatcher", log, base_s=self.poll_s, max_s=5.0)
         self.owner = secrets.token_hex(8)
         self._task: asyncio.Task[None] | None = None
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -269,8 +271,9 @@ class WebhookDispatcher:
                 raise
             except Exception as exc:
                 self._error = f"webhook dispatcher: {exc}"
-                log.warning("%s", self._error)
-                n = 0
+                await asyncio.sleep(self._retry.failed(exc))
+                continue
+            self._retry.ok()
             if n == 0:
                 await asyncio.sleep(self.poll_s)
 
@@ -298,22 +301,29 @@ class WebhookDispatcher:
         attempt), so a restart or a lease hand-over re-sends at most the one in flight, with the same alert id.
         """
         key = cursor_key(sub_id)
+        retry = RetryState(f"webhook {sub_id} worker", log, base_s=self.poll_s, max_s=5.0)
         while True:
-            sub = await self.store.get(sub_id)
-            if sub is None:
-                return
-            raw = await self.state.get(key)
-            cursor = raw.decode() if raw is not None else (await self.log.last_seq() or "0-0")
-            if raw is None:
-                await self.state.set(key, cursor)
-            entries = await self.log.after(cursor, 100)
-            if not entries:
-                await asyncio.sleep(self.poll_s)
-                continue
-            for entry in entries:
-                if sub.filter.matches(entry.alert):
-                    await self.deliver(sub, entry)
-                await self.state.set(key, entry.seq)
+            try:
+                sub = await self.store.get(sub_id)
+                if sub is None:
+                    return
+                raw = await self.state.get(key)
+                cursor = raw.decode() if raw is not None else (await self.log.last_seq() or "0-0")
+                if raw is None:
+                    await self.state.set(key, cursor)
+                entries = await self.log.after(cursor, 100)
+                retry.ok()
+                if not entries:
+                    await asyncio.sleep(self.poll_s)
+                    continue
+                for entry in entries:
+                    if sub.filter.matches(entry.alert):
+                        await self.deliver(sub, entry)
+                    await self.state.set(key, entry.seq)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store is down: back off, log once per change
+                await asyncio.sleep(retry.failed(exc))
 
     def redeliver(self, sub: Subscription, entry: LogEntry) -> None:
         """Send one alert again now, outside the subscription's order (same body and alert id)."""

@@ -110,6 +110,10 @@ class Producer(abc.ABC):
     @abc.abstractmethod
     async def flush(self) -> None: ...
 
+    @abc.abstractmethod
+    async def partitions_for(self, topic: str) -> int:
+        """How many partitions `topic` has, as this producer places keys (waits for metadata once)."""
+
 
 class Consumer(abc.ABC):
     """A consumer-group member. Offsets are committed only when asked (at-least-once)."""

@@ -242,6 +242,13 @@ class KafkaProducer(Producer):
                 await asyncio.gather(*list(self._pending), return_exceptions=True)
         self._raise_pending_error()
 
+    async def partitions_for(self, topic: str) -> int:
+        try:
+            parts = await self._producer().partitions_for(topic)
+        except KafkaError as exc:
+            raise BusError(f"no metadata for {topic}: {exc!r}") from exc
+        return len(parts)
+
     def _raise_pending_error(self) -> None:
         if self._error is not None:
             err, self._error = self._error, None

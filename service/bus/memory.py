@@ -218,6 +218,9 @@ class MemoryProducer(Producer):
     async def flush(self) -> None:
         return None
 
+    async def partitions_for(self, topic: str) -> int:
+        return await self._bus.partitions_for(topic)
+
 
 class MemoryConsumer(Consumer):
     def __init__(self, bus: MemoryBus, topics: list[str], group_id: str, auto_offset_reset: str) -> None:

@@ -19,6 +19,15 @@ class ApiSettings(BaseModel):
         default=SecretStr(DEV_API_KEY),
         description="API key with every scope, accepted only when RMAD_ENV=development; empty disables it.",
     )
+    api_max_body_bytes: int = Field(
+        default=4 << 20, ge=1024, le=1 << 30, description="Largest request body accepted; a larger one is 413."
+    )
+    api_max_json_depth: int = Field(
+        default=32, ge=4, le=256, description="Deepest array/object nesting accepted in a body; deeper is 400."
+    )
+    api_stream_revoke_check_s: float = Field(
+        default=0.5, gt=0, le=60, description="How often an open stream checks that its key is still valid."
+    )
     api_rate_per_s: float = Field(default=200.0, gt=0, description="Token-bucket refill per API key, requests/s.")
     api_rate_burst: int = Field(default=400, ge=1, description="Token-bucket capacity per API key.")
     api_key_cache_s: float = Field(

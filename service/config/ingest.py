@@ -49,6 +49,19 @@ class IngestSettings(BaseModel):
         default="aggTrade", description="Binance trade stream (aggregated or raw trades)"
     )
 
+    # --- packing trades into records (service/ingest/packing.py)
+    ingest_pack_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="a market.trades record packs the trades of one partition published within this many ms "
+        "(0: one record per trade)",
+    )
+    ingest_pack_max_trades: int = Field(default=500, ge=1, le=10_000, description="most trades in one packed record")
+    ingest_pack_max_bytes: int = Field(
+        default=256 * 1024, ge=1024, le=16 * 1024 * 1024, description="most bytes of one packed record"
+    )
+
     # --- endpoints (real defaults; tests override)
     binance_spot_ws_url: str = Field(default="wss://stream.binance.com:9443", description="Binance spot websocket")
     binance_usdm_ws_url: str = Field(default="wss://fstream.binance.com", description="Binance USD-M futures websocket")

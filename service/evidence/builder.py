@@ -53,11 +53,17 @@ class EvTrade:
 
 @dataclass(frozen=True, slots=True)
 class EvBook:
+    """The touch and the largest resting level on each side (where a spoofing wall shows)."""
+
     t: int
     bid: float
     bid_size: float
     ask: float
     ask_size: float
+    wall_bid: float = 0.0
+    wall_bid_size: float = 0.0
+    wall_ask: float = 0.0
+    wall_ask_size: float = 0.0
 
 
 @dataclass(slots=True)
@@ -75,7 +81,7 @@ class Evidence:
     end_ms: int  # last moment the evidence covers (alert + after bars)
     bar_ms: int
     captured_ms: int
-    complete: bool  # the after-part is in (the evidence window has passed when it was captured)
+    complete: bool  # the after-part is in (the data had passed the evidence window when it was captured)
     branches: list[dict[str, float | str]] = field(default_factory=list)
     top_features: list[dict[str, float | str]] = field(default_factory=list)
     bars: list[EvBar] = field(default_factory=list)
@@ -83,12 +89,14 @@ class Evidence:
     trades: list[EvTrade] = field(default_factory=list)
     books: list[EvBook] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    source: str = ""  # where it was captured: "worker" (where the alert was decided) or "api" (when it was logged)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 BOOK_TYPES = frozenset({"spoofing_like"})
+GIVE_UP_MS = 3_600_000
 
 
 def onset_of(scores: Sequence[EvScore], alert_ms: int, threshold: float) -> int:
@@ -135,8 +143,10 @@ def build_evidence(
     start = onset - limits.before_ms
     end = alert_ms + limits.after_ms
     ev_bars: list[EvBar] = []
+    frontier = sc[-1].t if sc else 0  # the newest data seen, in event time
     for b in sorted(bars, key=lambda b: int(b["t"])):
         t = int(b["t"])
+        frontier = max(frontier, t)
         if t < start or t > end:
             continue
         phase: Phase = "before" if t + bar_ms <= onset else "during" if t <= alert_ms else "after"
@@ -155,7 +165,17 @@ def build_evidence(
         rush = sorted(sorted(rush, key=lambda t: -t.size)[: limits.max_trades], key=lambda t: t.t)
     ev_books = sorted(
         (
-            EvBook(int(b["t"]), float(b["bid"]), float(b["bid_size"]), float(b["ask"]), float(b["ask_size"]))
+            EvBook(
+                int(b["t"]),
+                float(b["bid"]),
+                float(b["bid_size"]),
+                float(b["ask"]),
+                float(b["ask_size"]),
+                float(b.get("wall_bid", 0.0)),
+                float(b.get("wall_bid_size", 0.0)),
+                float(b.get("wall_ask", 0.0)),
+                float(b.get("wall_ask_size", 0.0)),
+            )
             for b in books
             if start <= int(b["t"]) <= end
         ),
@@ -187,7 +207,9 @@ def build_evidence(
         end_ms=end,
         bar_ms=bar_ms,
         captured_ms=now_ms,
-        complete=now_ms >= end,
+        # complete once the data (not the wall clock: a backfill decides alerts long after they happened) has
+        # passed the evidence window; a market gone quiet is given up on an hour later
+        complete=frontier >= end or now_ms >= end + GIVE_UP_MS,
         branches=branches,
         top_features=feats,
         bars=_thin(ev_bars, limits.max_bars),

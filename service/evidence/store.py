@@ -28,7 +28,9 @@ class EvidenceStore:
         self.state = state
         self.ttl_s = ttl_s
 
-    async def put(self, ev: Evidence) -> int:
+    async def put(self, ev: Evidence, *, only_new: bool = False) -> int:
+        """Store; with `only_new` only where no evidence of that alert is stored yet. Returns the bytes stored
+        (0 when `only_new` found one)."""
         raw = orjson.dumps(ev.to_dict())
         if len(raw) > MAX_BYTES:  # the builder's limits keep it far below; a second guard, not the rule
             ev.trades = ev.trades[-50:]
@@ -37,8 +39,8 @@ class EvidenceStore:
             raw = orjson.dumps(ev.to_dict())
             if len(raw) > MAX_BYTES:
                 raise EvidenceTooLarge(f"evidence of {ev.alert_id} is {len(raw)} bytes, over {MAX_BYTES}")
-        await self.state.set(evidence_key(ev.alert_id), raw, ttl_s=self.ttl_s)
-        return len(raw)
+        done = await self.state.set(evidence_key(ev.alert_id), raw, ttl_s=self.ttl_s, nx=only_new)
+        return len(raw) if done else 0
 
     async def get(self, alert_id: str) -> Evidence | None:
         raw = await self.state.get(evidence_key(alert_id))

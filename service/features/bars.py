@@ -4,15 +4,24 @@
 means the same thing in both places. It emits every interval, including empty ones (a quiet market is information,
 and the window length in bars must equal a fixed span of time), and marks bars `incomplete` when told the input
 had a gap there (a sequence jump or a reconnect), so a window built on lost trades can be scored with care.
+
+Why empty bars are capped: a quiet stretch is filled with empty bars only up to `max_gap_ms`; after that the builder
+stops emitting and, when the next trade comes, jumps to it and flags its bar `incomplete` (one gap mark). Without
+the cap one absurd timestamp (a trade stamped in the year 5000, a one-year hole in a file) meant a bar per empty
+interval up to it: gigabytes and minutes of work for one input.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-_INF = math.inf
+# What a trade may be: a price outside [MIN_PRICE, MAX_PRICE] or a size over MAX_SIZE is no market's (a subnormal
+# price next to a huge one made close / vwap underflow to 0 and the features' log fail); within them quote volumes
+# and every ratio the features take stay finite and non-zero.
+MIN_PRICE = 1e-15
+MAX_PRICE = 1e15
+MAX_SIZE = 1e15
 
 
 @dataclass(slots=True)
@@ -86,15 +95,27 @@ class TradeBarBuilder:
     counted in `late_trades` and dropped (its bar is already out). A rush order is a taker order that the exchange
     reports as several trades in the same millisecond on the same side (La Morgia et al.): the second trade of a
     (millisecond, side) group counts one rush order, later ones add nothing.
+
+    At most `max_gap_ms` of consecutive empty bars are emitted; past that the builder skips to the next trade's bar
+    (or to the watermark) and flags the next bar incomplete: `gaps_skipped` and `skipped_bars` count these jumps.
+    Work per call is bounded by the gap cap plus the open bars (`allowed_lateness_ms` / interval), whatever the
+    timestamps.
     """
 
-    def __init__(self, interval_ms: int = 5000, allowed_lateness_ms: int = 0) -> None:
+    def __init__(self, interval_ms: int = 5000, allowed_lateness_ms: int = 0, max_gap_ms: int = 3_600_000) -> None:
         if interval_ms <= 0:
             raise ValueError("interval_ms must be positive")
         if allowed_lateness_ms < 0:
             raise ValueError("allowed_lateness_ms must be >= 0")
+        if max_gap_ms <= 0:
+            raise ValueError("max_gap_ms must be positive")
         self.interval_ms = interval_ms
         self.allowed_lateness_ms = allowed_lateness_ms
+        self.max_empty_bars = max(1, max_gap_ms // interval_ms)
+        self._empty_run = 0  # consecutive empty bars emitted
+        self._after_skip = False  # the next bar follows a skipped gap: flag it incomplete
+        self.gaps_skipped = 0
+        self.skipped_bars = 0
         self._open: dict[int, _Acc] = {}
         self._next_start: int | None = None  # start of the next bar to emit
         self._watermark: int | None = None
@@ -111,9 +132,9 @@ class TradeBarBuilder:
         quote: float | None = None,
     ) -> list[TimeBar]:
         """Add one trade; return the bars this closed (oldest first, empty intervals included)."""
-        # the hot path of the worker (once per tick): comparisons instead of isfinite calls (NaN fails both), one
+        # the hot path of the worker (once per tick): comparisons instead of isfinite calls (NaN fails them), one
         # int key per (millisecond, side), and the watermark check inlined; `advance` only when a bar may close
-        if not (0.0 < price < _INF) or not (0.0 <= size < _INF):
+        if not (MIN_PRICE <= price <= MAX_PRICE) or not (0.0 <= size <= MAX_SIZE):
             raise ValueError(f"bad trade price={price!r} size={size!r}")
         start = ts_ms - ts_ms % self.interval_ms
         nxt = self._next_start
@@ -173,26 +194,37 @@ class TradeBarBuilder:
             self._watermark = now_ms
         if self._next_start is None:
             return []
-        out: list[TimeBar] = []
         limit = self._watermark - self.allowed_lateness_ms
-        while self._next_start + self.interval_ms <= limit:
-            bar = self._close(self._next_start)
-            if bar is not None:
-                out.append(bar)
-            self._next_start += self.interval_ms
-        return out
+        return self._emit(limit - limit % self.interval_ms)
 
     def flush(self) -> list[TimeBar]:
         """Close every open bar (end of a replay file)."""
-        out: list[TimeBar] = []
         if self._next_start is None:
-            return out
+            return []
         last = max(self._open) if self._open else self._next_start - self.interval_ms
-        while self._next_start <= last:
-            bar = self._close(self._next_start)
+        return self._emit(last + self.interval_ms)
+
+    def _emit(self, stop: int) -> list[TimeBar]:
+        """Close the bars starting before `stop` (a bar boundary), empty runs capped at `max_empty_bars`."""
+        out: list[TimeBar] = []
+        iv = self.interval_ms
+        opened = self._open
+        while self._next_start is not None and self._next_start < stop:
+            s = self._next_start
+            if s not in opened and self._empty_run >= self.max_empty_bars:
+                # a stretch longer than the gap cap: jump to the next bar with trades (or to `stop`), one mark
+                nxt = min(opened) if opened else stop
+                target = min(nxt, stop)
+                self.gaps_skipped += 1
+                self.skipped_bars += (target - s) // iv
+                self._after_skip = True
+                self._gaps = [g for g in self._gaps if g[1] >= target]
+                self._next_start = target
+                continue
+            bar = self._close(s)
             if bar is not None:
                 out.append(bar)
-            self._next_start += self.interval_ms
+            self._next_start = s + iv
         return out
 
     def _is_gap(self, start: int, end: int) -> bool:
@@ -203,12 +235,16 @@ class TradeBarBuilder:
     def _close(self, start: int) -> TimeBar | None:
         acc = self._open.pop(start, None)
         end = start + self.interval_ms
-        incomplete = self._is_gap(start, end)
+        incomplete = self._is_gap(start, end) or self._after_skip
         if acc is None:
             if self._last_close is None:
                 return None
+            self._empty_run += 1
+            self._after_skip = False
             c = self._last_close
             return TimeBar(start, self.interval_ms, c, c, c, c, 0.0, 0.0, c, 0, 0.0, 0.0, 0.0, 0, 0, incomplete)
+        self._empty_run = 0
+        self._after_skip = False
         self._last_close = acc.close
         vwap = acc.quote / acc.volume if acc.volume > 0.0 else acc.close
         return TimeBar(
@@ -238,9 +274,10 @@ def bars_from_trades(
     taker_buy: Sequence[bool],
     interval_ms: int = 5000,
     quote: Sequence[float] | None = None,
+    max_gap_ms: int = 3_600_000,
 ) -> list[TimeBar]:
     """All bars of a time-sorted trade list through `TradeBarBuilder` (the path training uses)."""
-    builder = TradeBarBuilder(interval_ms=interval_ms)
+    builder = TradeBarBuilder(interval_ms=interval_ms, max_gap_ms=max_gap_ms)
     out: list[TimeBar] = []
     for i in range(len(ts_ms)):
         q = None if quote is None else float(quote[i])
@@ -259,12 +296,15 @@ def bars_from_klines(
     rows: Iterable[Sequence[float | int | None]],
     interval_ms: int = 60_000,
     fill_gaps: bool = True,
+    max_gap_ms: int = 3_600_000,
 ) -> list[TimeBar]:
     """Bars from kline rows `(open_time_ms, open, high, low, close, volume[, quote_volume, trades,
     taker_buy_base, taker_buy_quote])`. Missing columns become None (freqtrade caches have only OHLCV).
 
     Missing intervals (exchange maintenance) become empty bars flagged `incomplete`: the data was lost, not quiet.
+    At most `max_gap_ms` of them per hole (at least one); the bar after a longer hole is flagged `incomplete` too.
     """
+    max_fill = max(1, max_gap_ms // interval_ms)
     out: list[TimeBar] = []
     for row in rows:
         t = int(_num(row[0]))
@@ -273,10 +313,13 @@ def bars_from_klines(
         n = int(_num(row[7])) if len(row) > 7 and row[7] is not None else None
         tb = _num(row[8]) if len(row) > 8 and row[8] is not None else None
         tbq = _num(row[9]) if len(row) > 9 and row[9] is not None else None
+        hole = False
         if fill_gaps and out:
             prev = out[-1]
             s = prev.start_ms + interval_ms
-            while s < t:
+            stop = min(t, s + max_fill * interval_ms)
+            hole = stop < t
+            while s < stop:
                 pc = prev.close
                 z_n = None if n is None else 0
                 z_t = None if tb is None else 0.0
@@ -284,5 +327,5 @@ def bars_from_klines(
                 s += interval_ms
         sell = None if tb is None else max(v - tb, 0.0)
         vwap = qv / v if v > 0.0 else c
-        out.append(TimeBar(t, interval_ms, o, h, lo, c, v, qv, vwap, n, tb, sell, tbq, None, None, False))
+        out.append(TimeBar(t, interval_ms, o, h, lo, c, v, qv, vwap, n, tb, sell, tbq, None, None, hole))
     return out

@@ -28,6 +28,7 @@ from service.ingest.publisher import MarketPublisher
 from service.ingest.sequence import TradeIdTracker
 from service.ingest.sharded import BookSync, ShardedConnector, TradeVerdict
 from service.ingest.ws import backoff_delay
+from service.schemas.eventtime import TimeBounds
 from service.schemas.market import Trade
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class BinanceConfig:
     open_timeout_s: float = 10.0
     idle_timeout_s: float = 90.0
     max_age_s: float = 23 * 3600.0
+    time_bounds: TimeBounds | None = None  # event-time sanity (None: none; from_settings sets the configured)
     rest_timeout_s: float = 10.0
 
     @classmethod
@@ -84,6 +86,7 @@ class BinanceConfig:
             open_timeout_s=settings.ingest_open_timeout_s,
             idle_timeout_s=settings.ingest_idle_timeout_s,
             max_age_s=settings.ingest_max_connection_age_s,
+            time_bounds=TimeBounds.from_settings(settings),
             rest_timeout_s=settings.ingest_rest_timeout_s,
         )
 
@@ -163,7 +166,7 @@ class BinanceConnector(ShardedConnector):
         return orjson.dumps({"method": op.upper(), "params": names, "id": int(req)}).decode()
 
     def parse(self, frame: bytes | str, recv_ms: int) -> list[Parsed]:
-        return parse_binance(frame, self.config.market, recv_ms)
+        return parse_binance(frame, self.config.market, recv_ms, self.config.time_bounds)
 
     def check_trade(self, trade: Trade) -> TradeVerdict:
         check = self.trade_ids.check(trade.symbol, int(trade.trade_id), trade.event_time_ms)

@@ -14,7 +14,8 @@ from typing import Literal
 import msgspec
 
 from service.ingest.errors import ParseError
-from service.ingest.events import Control, Parsed, check_levels, check_price, check_size, check_time
+from service.ingest.events import Control, Parsed, check_levels, check_price, check_size, check_time, check_times
+from service.schemas.eventtime import TimeBounds
 from service.schemas.market import Bar, BookUpdate, Trade
 
 Market = Literal["spot", "usdm"]
@@ -191,7 +192,13 @@ def _stream_kind(stream: str) -> str:
     return parts[1].split("_", 1)[0]
 
 
-def parse_binance(frame: bytes | str, market: Market, ingest_ms: int) -> list[Parsed]:
+def parse_binance(frame: bytes | str, market: Market, ingest_ms: int, bounds: TimeBounds | None = None) -> list[Parsed]:
+    """Parse one frame; with `bounds`, a frame whose event time is outside them around `ingest_ms` is refused
+    (`bad_time`)."""
+    return check_times(_parse_binance(frame, market, ingest_ms), ingest_ms, bounds)
+
+
+def _parse_binance(frame: bytes | str, market: Market, ingest_ms: int) -> list[Parsed]:
     """Parse one Binance websocket frame. Raises ParseError(reason) for anything malformed or unexpected."""
     venue = VENUES[market]
     raw = frame.encode() if isinstance(frame, str) else frame

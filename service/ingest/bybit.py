@@ -23,6 +23,7 @@ from service.ingest.orderbook import BybitBookSync
 from service.ingest.publisher import MarketPublisher
 from service.ingest.sequence import RecentIds
 from service.ingest.sharded import BookSync, ShardedConnector, TradeVerdict
+from service.schemas.eventtime import TimeBounds
 from service.schemas.market import Trade
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class BybitConfig:
     open_timeout_s: float = 10.0
     idle_timeout_s: float = 90.0
     max_age_s: float = 23 * 3600.0
+    time_bounds: TimeBounds | None = None  # event-time sanity (None: none; from_settings sets the configured)
 
     @classmethod
     def from_settings(cls, settings: Settings, market: Market, symbols: list[str] | None = None) -> BybitConfig:
@@ -72,6 +74,7 @@ class BybitConfig:
             open_timeout_s=settings.ingest_open_timeout_s,
             idle_timeout_s=settings.ingest_idle_timeout_s,
             max_age_s=settings.ingest_max_connection_age_s,
+            time_bounds=TimeBounds.from_settings(settings),
         )
 
     def topics(self, symbol: str) -> list[str]:
@@ -128,7 +131,7 @@ class BybitConnector(ShardedConnector):
         return self.config.ping_interval_s, ping
 
     def parse(self, frame: bytes | str, recv_ms: int) -> list[Parsed]:
-        return parse_bybit(frame, self.config.market, recv_ms)
+        return parse_bybit(frame, self.config.market, recv_ms, self.config.time_bounds)
 
     def check_trade(self, trade: Trade) -> TradeVerdict:
         # linear trade ids are UUIDs: duplicates can be told, skipped trades cannot

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Literal
 import msgspec
 
 from service.ingest.errors import ParseError
-from service.ingest.events import Control, Parsed, check_levels, check_price, check_size, check_time
+from service.ingest.events import Control, Parsed, check_levels, check_price, check_size, check_time, check_times
+from service.schemas.eventtime import TimeBounds
 from service.schemas.market import Bar, BookUpdate, Trade
 
 if TYPE_CHECKING:
@@ -183,7 +184,13 @@ def _topic(env: _Envelope, venue: str, ingest_ms: int) -> list[Parsed]:
     raise ParseError("unexpected_frame", f"topic {topic[:60]!r}")
 
 
-def parse_bybit(frame: bytes | str, market: Market, ingest_ms: int) -> list[Parsed]:
+def parse_bybit(frame: bytes | str, market: Market, ingest_ms: int, bounds: TimeBounds | None = None) -> list[Parsed]:
+    """Parse one frame; with `bounds`, a frame whose event time is outside them around `ingest_ms` is refused
+    (`bad_time`)."""
+    return check_times(_parse_bybit(frame, market, ingest_ms), ingest_ms, bounds)
+
+
+def _parse_bybit(frame: bytes | str, market: Market, ingest_ms: int) -> list[Parsed]:
     """Parse one Bybit v5 public frame. Raises ParseError(reason) for anything malformed or unexpected."""
     venue = VENUES[market]
     try:

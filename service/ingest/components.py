@@ -19,6 +19,7 @@ from service.runtime import Component, Health, Runtime
 
 if TYPE_CHECKING:
     from service.bus.base import Producer
+    from service.ingest.publisher import MarketPublisher
     from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,15 @@ class SourceError(ValueError):
 
 
 class ProducerComponent:
-    """Starts the producer the live connectors share and stops it after them (the runtime stops in reverse)."""
+    """Starts the producer the live connectors share and stops it after them (the runtime stops in reverse),
+    sending the publisher's open trade packs first."""
 
-    def __init__(self, producer: Producer, name: str = "ingest.producer") -> None:
+    def __init__(
+        self, producer: Producer, name: str = "ingest.producer", publisher: MarketPublisher | None = None
+    ) -> None:
         self.producer = producer
         self.name = name
+        self.publisher = publisher
         self._started = False
 
     async def start(self) -> None:
@@ -44,7 +49,11 @@ class ProducerComponent:
 
     async def stop(self) -> None:
         if self._started:
-            await self.producer.stop()
+            try:
+                if self.publisher is not None:
+                    await self.publisher.flush()
+            finally:
+                await self.producer.stop()
             self._started = False
 
     def health(self) -> Health:
@@ -96,7 +105,7 @@ def live_sources(runtime: Runtime) -> list[Component]:
     settings = runtime.settings
     producer = runtime.bus.producer()
     publisher = MarketPublisher(producer, settings)
-    out: list[Component] = [ProducerComponent(producer)]
+    out: list[Component] = [ProducerComponent(producer, publisher=publisher)]
     for venue in settings.ingest_venues:
         if venue == "binance-spot":
             out.append(BinanceConnector(BinanceConfig.from_settings(settings, "spot"), publisher))

@@ -1,8 +1,9 @@
 """Publishes normalised market events to the bus: market.trades / market.books / market.bars keyed `venue:symbol`.
 
 Every source (live connectors, replay, simulator) goes through one MarketPublisher, so topic names, keys, the
-record format and the ingest metrics are the same whatever produced the event. Batching and compression are the
-bus producer's settings (`RMAD_KAFKA_LINGER_MS`, `RMAD_KAFKA_COMPRESSION`, ...): `send` only queues, `flush` waits.
+record format and the ingest metrics are the same whatever produced the event. Trades are packed per partition
+(service/ingest/packing.py, `RMAD_INGEST_PACK_*`); batching and compression are the bus producer's settings
+(`RMAD_KAFKA_LINGER_MS`, `RMAD_KAFKA_COMPRESSION`, ...): `send` only queues, `flush` waits.
 
 The record timestamp is left to the producer (ingest time): replayed 2021 data stamped with its event time would
 fall outside the topics' time-based retention and be deleted at once by Apache Kafka.
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from service.bus.base import Producer
 from service.ingest.deadletter import DeadLetterWriter
 from service.ingest.metrics import GAPS, HOT, HotCount
+from service.ingest.packing import PackLimits, TradePacker
 from service.schemas.market import Bar, BookTop, DeadLetter, Gap, PublishedMarketEvent, Trade, encode
 
 if TYPE_CHECKING:
@@ -43,6 +45,8 @@ class MarketPublisher:
         self._keys: dict[tuple[str, str], bytes] = {}
         self._children: dict[tuple[str, str], _Children] = {}
         self.published = 0
+        limits = PackLimits(settings.ingest_pack_ms, settings.ingest_pack_max_trades, settings.ingest_pack_max_bytes)
+        self.packer = TradePacker(producer, self.topic_trades, limits) if limits.enabled else None
 
     def _key(self, venue: str, symbol: str) -> bytes:
         k = self._keys.get((venue, symbol))
@@ -57,7 +61,11 @@ class MarketPublisher:
         return c
 
     async def _send(self, topic: str, kind: str, event: PublishedMarketEvent) -> None:
-        await self.producer.send(topic, encode(event), key=self._key(event.venue, event.symbol))
+        key = self._key(event.venue, event.symbol)
+        if self.packer is not None and kind == "trade":
+            await self.packer.add(key, encode(event))
+        else:
+            await self.producer.send(topic, encode(event), key=key)
         m = self._metrics(event.venue, kind)
         m.messages.count += 1
         m.lag.observe((event.ingest_time_ms - event.event_time_ms) / 1000.0)
@@ -75,7 +83,11 @@ class MarketPublisher:
     async def publish_gap(self, gap: Gap) -> None:
         """Mark [from_ms, to_ms] of one stream incomplete, on that stream's topic (ordered with its events)."""
         topic = {"trades": self.topic_trades, "books": self.topic_books, "bars": self.topic_bars}[gap.stream]
-        await self.producer.send(topic, encode(gap), key=self._key(gap.venue, gap.symbol))
+        key = self._key(gap.venue, gap.symbol)
+        if self.packer is not None and topic == self.topic_trades:
+            await self.packer.add_other(key, encode(gap))  # after the key's packed trades, never before
+        else:
+            await self.producer.send(topic, encode(gap), key=key)
         self._metrics(gap.venue, "gap").messages.count += 1
         GAPS.labels(gap.venue, gap.stream, gap.reason).inc()
         self.published += 1
@@ -96,4 +108,7 @@ class MarketPublisher:
         return await self.dead_letters.write(venue, source, raw, reason, detail)
 
     async def flush(self) -> None:
+        """Send the open packs, then wait until everything queued is acknowledged."""
+        if self.packer is not None:
+            await self.packer.flush()
         await self.producer.flush()

@@ -362,7 +362,11 @@ class ReplaySource:
             except asyncio.CancelledError:
                 pass
         if self._producer is not None:
-            await self._producer.stop()  # flushes what is queued
+            try:
+                if self.replayer is not None:
+                    await self.replayer.publisher.flush()  # its open trade packs
+            finally:
+                await self._producer.stop()  # flushes what is queued
 
     def health(self) -> Health:
         if self.replayer is None:

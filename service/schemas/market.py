@@ -12,6 +12,10 @@ Contract (see docs/architecture.md): every event has `schema_version`, `venue`, 
 (`event_time_ms`, ms UTC) and `ingest_time_ms`; the Kafka key is `key` = `venue:symbol`. A `Gap` marker on a topic
 says "the interval [from_ms, to_ms] of this stream for this key is incomplete", and the first event after it carries
 `incomplete=True`, so the worker can tell a gap from a quiet market.
+
+Records of market.trades come in two forms, read alike by `decode_market_records` (and by the worker's
+`decode_trade_ticks`): one event, or a `TradePack` (tag `"trades"`) holding the trades of one partition that ingest
+published within a few milliseconds, in publish order (service/ingest/packing.py says why and how it is bounded).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import base64
 from decimal import Decimal
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -223,11 +227,32 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, tag="deadletter", ta
         return base64.b64decode(self.raw) if self.raw_encoding == "base64" else self.raw.encode("utf-8")
 
 
+PACK_SCHEMA_VERSION = 1
+MAX_PACK_TRADES = 10_000
+"""Most trades one pack may hold (ingest seals packs far earlier, by RMAD_INGEST_PACK_MAX_TRADES); a decoder
+refuses a longer one, so what one record can allocate is bounded whatever its size."""
+
+
+class TradePack(msgspec.Struct, frozen=True, kw_only=True, tag="trades", tag_field="type"):
+    """Several trades in one market.trades record: all of one partition, in the order ingest published them.
+
+    Why: a Kafka record costs the publisher, the broker and every consumer far more than the few hundred bytes of a
+    trade (the producer's per-record path, one batch entry per record, the consumer's per-record wrapper), and a
+    busy partition sees hundreds of trades a second. Every trade keeps all its fields, so a pack read back is exactly
+    the single records it replaces; a key's trades are in one partition and its packs leave in order, so per-key
+    order holds. The record's Kafka key is the first trade's key (every trade in it maps to the same partition).
+    """
+
+    schema_version: int = PACK_SCHEMA_VERSION
+    trades: Annotated[list[Trade], msgspec.Meta(max_length=MAX_PACK_TRADES)]
+
+
 PublishedMarketEvent = Trade | BookTop | Bar | Gap
 AnyMarketEvent = Trade | BookUpdate | BookTop | Bar | Gap
 
 _ENCODER = msgspec.json.Encoder(decimal_format="string")
 _MARKET_DECODER = msgspec.json.Decoder(AnyMarketEvent)
+_RECORD_DECODER = msgspec.json.Decoder(AnyMarketEvent | TradePack)
 _DEAD_DECODER = msgspec.json.Decoder(DeadLetter)
 
 
@@ -237,9 +262,28 @@ def encode(event: AnyMarketEvent | DeadLetter) -> bytes:
 
 
 def decode_market(data: bytes | str) -> AnyMarketEvent:
-    """Decode any record of market.trades / market.books / market.bars (raises msgspec.ValidationError)."""
+    """Decode one event (a single record of a market topic; raises msgspec.ValidationError for anything else,
+    a `TradePack` included: read records with `decode_market_records`)."""
     event: AnyMarketEvent = _MARKET_DECODER.decode(data)
     return event
+
+
+def decode_market_records(data: bytes | str) -> list[AnyMarketEvent]:
+    """The events of one record of market.trades / market.books / market.bars, single or packed, in order
+    (raises msgspec.ValidationError / DecodeError)."""
+    got: AnyMarketEvent | TradePack = _RECORD_DECODER.decode(data)
+    if isinstance(got, TradePack):
+        return list(got.trades)
+    return [got]
+
+
+def encode_pack(encoded_trades: list[bytes]) -> bytes:
+    """A `TradePack` record from trades already encoded with `encode` (what the packer holds): byte for byte
+    `encode(TradePack(trades=...))`, without decoding or re-encoding a trade."""
+    return _PACK_HEAD + b",".join(encoded_trades) + b"]}"
+
+
+_PACK_HEAD = b'{"type":"trades","schema_version":%d,"trades":[' % PACK_SCHEMA_VERSION
 
 
 class TradeTick(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="trade"):
@@ -263,13 +307,27 @@ class TradeTick(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag
     incomplete: bool = False
 
 
+class TickPack(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="trades"):
+    """A `TradePack` read as the worker needs it: its trades as `TradeTick`s."""
+
+    trades: Annotated[list[TradeTick], msgspec.Meta(max_length=MAX_PACK_TRADES)]
+
+
 _TICK_DECODER = msgspec.json.Decoder(TradeTick, strict=False)  # lax: JSON strings "0.35280000" -> float
+_TICKS_DECODER = msgspec.json.Decoder(TradeTick | TickPack, strict=False)
 
 
 def decode_trade_tick(data: bytes | str) -> TradeTick:
-    """Decode a market.trades record as a `TradeTick` (raises msgspec.ValidationError for anything else)."""
+    """Decode a single market.trades record as a `TradeTick` (raises msgspec.ValidationError for anything else)."""
     tick: TradeTick = _TICK_DECODER.decode(data)
     return tick
+
+
+def decode_trade_ticks(data: bytes | str) -> list[TradeTick]:
+    """The trades of a market.trades record, single or packed, as `TradeTick`s in order (raises
+    msgspec.ValidationError for anything else: a `Gap` marker goes through `decode_market_records`)."""
+    got: TradeTick | TickPack = _TICKS_DECODER.decode(data)
+    return got.trades if isinstance(got, TickPack) else [got]
 
 
 def decode_dead_letter(data: bytes | str) -> DeadLetter:
@@ -282,6 +340,8 @@ def market_key(venue: str, symbol: str) -> str:
 
 
 __all__ = [
+    "MAX_PACK_TRADES",
+    "PACK_SCHEMA_VERSION",
     "SCHEMA_VERSION",
     "AnyMarketEvent",
     "Bar",
@@ -295,12 +355,17 @@ __all__ = [
     "PublishedMarketEvent",
     "Side",
     "StreamKind",
+    "TickPack",
     "Trade",
+    "TradePack",
     "TradeTick",
     "Venue",
     "decode_dead_letter",
     "decode_market",
+    "decode_market_records",
     "decode_trade_tick",
+    "decode_trade_ticks",
     "encode",
+    "encode_pack",
     "market_key",
 ]

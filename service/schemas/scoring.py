@@ -38,10 +38,11 @@ class Severity(StrEnum):
 
 
 class Verdict(StrEnum):
-    """What a score says about its window: below the watch level, at or above it, above the alert threshold,
-    at or above the critical level."""
+    """What a score says about its window: below the note level, at or above it, at or above the watch level,
+    above the alert threshold, at or above the critical level (the manifest's tiers, ordered)."""
 
     NORMAL = "normal"
+    NOTE = "note"
     WATCH = "watch"
     ANOMALOUS = "anomalous"
     CRITICAL = "critical"

@@ -51,12 +51,14 @@ class ModelFacts:
     kind: str
     watch: float | None
     critical: float | None
+    note: float | None = None
 
     @classmethod
     def of(cls, model: Any) -> ModelFacts:
         """From a `LoadedModel` (typed loosely: tests pass lookalikes)."""
         m = model.artifact.manifest
-        return cls(m.features.names, model.artifact.normal, m.kind, m.thresholds.watch, m.thresholds.critical)
+        t = m.thresholds
+        return cls(m.features.names, model.artifact.normal, m.kind, t.watch, t.critical, getattr(t, "note", None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +168,13 @@ def decide(
         verdict = Verdict.CRITICAL if severity is Severity.CRITICAL else Verdict.ANOMALOUS
         text = explain(key, anomaly, window_end_ms, fused, threshold, branches, result.weights, contribs, incomplete)
     else:
-        verdict = Verdict.WATCH if model.watch is not None and fused >= model.watch else Verdict.NORMAL
+        verdict = (
+            Verdict.WATCH
+            if model.watch is not None and fused >= model.watch
+            else Verdict.NOTE
+            if model.note is not None and fused >= model.note
+            else Verdict.NORMAL
+        )
         feats = ", ".join(f"{c.name} {c.value:.3g} (normal {c.normal:.3g})" for c in contribs)
         text = f"{key}: score {fused:.3g} below the threshold {threshold:.3g}; furthest from normal: {feats}."
     if cold_context is not None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.bus.base import Bus, CommitFailedError, Consumer, Producer, TopicPartition
+from service.evidence.worker_capture import WorkerEvidence
 from service.schemas.scoring import Alert, Score
 from service.scoring import metrics
 from service.scoring.alerts import KeyAlertState
@@ -98,6 +99,8 @@ class Emitter:
         self.committed: dict[TopicPartition, int] = {}
         self._lock = asyncio.Lock()
         self.last_checkpoint = time.monotonic()
+        # what alerts' evidence is drawn from, stored before each alert goes out (service/evidence)
+        self.evidence = WorkerEvidence(state, settings.api_alert_ttl_s)
 
     async def start(self, producer: Producer) -> None:
         self.producer = producer
@@ -135,10 +138,12 @@ class Emitter:
     async def send_score(self, score: Score) -> None:
         assert self.producer is not None
         await self.producer.send(self.s.topic_scores, score.model_dump_json().encode(), key=score.key.encode())
+        self.evidence.on_score(score)
 
     async def publish(self, alert: Alert, tp: TopicPartition | None) -> bool:
         """Publish one alert at most once per id; False when it was out already (a re-scored window)."""
         assert self.delivery is not None
+        await self.evidence.capture(alert)
         if await self.delivery.publish(alert.id, alert.key, alert.model_dump_json().encode(), self.inflight_key(tp)):
             self.stats.alerts += 1
             metrics.ALERTS.labels(type=alert.anomaly_type.value, severity=alert.severity.value).inc()

@@ -7,6 +7,7 @@ drift into a clear error naming both sides, before the model ever serves.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,12 +47,27 @@ class FeatureBlock(BaseModel):
 
 
 class Thresholds(BaseModel):
+    """Score tiers. Each present tier must lie strictly above the one before (note < watch < alert < critical): a
+    manifest where `watch` sat above `alert` made every watch an alert's superset backwards; it is refused at load."""
+
     model_config = ConfigDict(extra="allow")
 
     alert: float
+    note: float | None = None
     watch: float | None = None
     critical: float | None = None
     false_alarm_budget_per_day: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        tiers = [(n, getattr(self, n)) for n in ("note", "watch", "alert", "critical")]
+        present = [(n, v) for n, v in tiers if v is not None]
+        for (n0, v0), (n1, v1) in itertools.pairwise(present):
+            if not v0 < v1:
+                raise ValueError(
+                    f"thresholds must be ordered note < watch < alert < critical: {n0} {v0:g} >= {n1} {v1:g}"
+                )
+        return self
 
 
 class Manifest(BaseModel):

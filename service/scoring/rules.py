@@ -99,6 +99,7 @@ class RuleAlerts:
                 continue
             if self.spoofing is None or not isinstance(ev, BookTop):
                 continue
+            em.evidence.on_book(ev)
             for f in self.spoofing.update(ev):
                 alert = self.decide(f, r.tp, None)
                 if alert is not None:

@@ -5,7 +5,9 @@ surge at most. On the tape they are unmistakable: a taker buy and a taker sell o
 the same price within `pair_ms` is rare in honest flow (sizes are continuous) and is what self-matching leaves.
 `min_pairs` matched pairs within `window_ms` of event time that make up at least `min_share` of the key's volume
 raise a signal (typed as a volume surge: volume that is not real trading interest). The window is kept in
-`bucket_ms` buckets (its trailing edge is exact to a bucket), so the cost per print does not grow with the rate.
+`bucket_ms` buckets (its trailing edge is exact to a bucket), and unmatched prints are indexed by (price, size,
+side), so the cost per print does not grow with the rate: matching is one dictionary lookup, not a scan of the
+recent prints.
 A `Detector` (service/scoring/detectors.py): `update(print)` returns the signal as a finding.
 """
 
@@ -62,9 +64,12 @@ class WashSignal:
 
 @dataclass(slots=True)
 class _Key:
-    # (ts, price, size, buy) of unmatched prints within the last pair_ms; price and size as given, compared exactly
-    # (no string formatting per tick)
-    recent: deque[tuple[int, Number, Number, bool]] = field(default_factory=deque)
+    # (ts, (price, size), buy) of the prints kept for matching, in arrival order (price and size as given, compared
+    # exactly), and per (price, size) among them: [unmatched ones, signed (+ buys, - sells: two of opposite sides
+    # would have matched), matched ones]. Matching takes the oldest unmatched print of a (price, size), so its
+    # matched prints are always its oldest in `recent`, and an expiring one is matched while that count is > 0.
+    recent: deque[tuple[int, tuple[Number, Number], bool]] = field(default_factory=deque)
+    index: dict[tuple[Number, Number], list[int]] = field(default_factory=dict)
     # the window's volume in buckets of `bucket_ms`: [bucket start, volume, matched volume, pairs]; one entry per
     # bucket rather than per print keeps a busy key's window short
     volume: deque[list[float]] = field(default_factory=deque)
@@ -108,19 +113,23 @@ class WashMonitor:
         if ts > st.newest:
             st.newest = ts
         now = st.newest
-        recent = st.recent
-        while recent and now - recent[0][0] > self.pair_ms:
-            recent.popleft()
-        matched = False
-        for i, (_, p_other, q_other, b_other) in enumerate(recent):
-            if b_other != buy and p_other == price and q_other == size:
-                del recent[i]
-                matched = True
-                break
-        if not matched:
-            recent.append((ts, price, size, buy))
-            if len(recent) > self.max_recent:
-                recent.popleft()
+        recent, index = st.recent, st.index
+        while recent and (
+            now - recent[0][0] > self.pair_ms or len(recent) > self.max_recent or index[recent[0][1]][1] > 0
+        ):
+            _expire(index, recent.popleft())  # matched ones go as soon as they reach the front
+        ps = (price, size)
+        c = index.get(ps)
+        matched = c is not None and c[0] != 0 and (c[0] > 0) != buy
+        if c is not None and matched:  # the oldest unmatched opposite print of this price and size
+            c[0] += 1 if c[0] < 0 else -1
+            c[1] += 1
+        else:
+            recent.append((ts, ps, buy))
+            if c is None:
+                index[ps] = [1 if buy else -1, 0]
+            else:
+                c[0] += 1 if buy else -1
         q = float(size)
         vol = st.volume
         b0 = ts - ts % self.bucket_ms
@@ -148,3 +157,15 @@ class WashMonitor:
         if share >= self.min_share:
             return WashSignal(key, st.pairs, min(share, 1.0), self.window_ms, ts)
         return None
+
+
+def _expire(index: dict[tuple[Number, Number], list[int]], entry: tuple[int, tuple[Number, Number], bool]) -> None:
+    """A kept print leaves: a matched one if its (price, size) still counts matched ones (they are the oldest)."""
+    ps = entry[1]
+    c = index[ps]
+    if c[1] > 0:
+        c[1] -= 1
+    else:
+        c[0] += -1 if c[0] > 0 else 1
+    if c[0] == 0 and c[1] == 0:
+        del index[ps]

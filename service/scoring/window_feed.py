@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import msgspec
 
 from service.bus.base import Record, TopicPartition
-from service.schemas.market import decode_market, decode_trade_tick
+from service.schemas.market import decode_market_records, decode_trade_ticks
 from service.scoring import metrics
 from service.scoring.batcher import MicroBatcher
 from service.scoring.emitter import Emitter, WorkerStats
@@ -73,6 +73,7 @@ class WindowFeed:
             max_keys=self.s.scoring_max_keys,
             warmup_bars=self.s.scoring_warmup_bars,
             history_bars=self.s.scoring_history_bars,
+            max_gap_ms=round(self.s.event_time_max_gap_s * 1000),
         )
 
     def needed_offsets(self, produced: Callable[[str], int | None]) -> dict[TopicPartition, int]:
@@ -87,8 +88,9 @@ class WindowFeed:
     def handle(self, recs: list[Record]) -> None:
         """Feed consumed market records into the windows (and the tape rule); the per-tick hot path.
 
-        Trades are read as `TradeTick`s (floats straight from the JSON) and go to `WindowStore.on_trade` with the
-        same arguments `apply_event` derives from a `Trade`; gap markers and bars take the general path."""
+        Trades (single or packed records) are read as `TradeTick`s (floats straight from the JSON) and go to
+        `WindowStore.on_trade` with the same arguments `apply_event` derives from a `Trade`; every trade of a pack
+        carries the pack's offset. Gap markers and bars take the general path."""
         assert self.store is not None
         store = self.store
         on_trade = store.on_trade
@@ -97,6 +99,7 @@ class WindowFeed:
         processed = em.processed
         wash = self.rules.wash
         on_wash = self.rules.on_wash
+        evidence_trade = em.evidence.on_trade
         enqueue = self.enqueue
         trades_topic = self.s.topic_trades
         now_ms = time.time() * 1000
@@ -107,17 +110,36 @@ class WindowFeed:
             if tp not in owned:
                 continue
             processed[tp] = r.offset + 1
-            tick = None
+            ticks = None
             if r.topic == trades_topic:
                 try:
-                    tick = decode_trade_tick(r.value)
+                    ticks = decode_trade_ticks(r.value)  # single or packed
                 except (msgspec.ValidationError, msgspec.DecodeError):
-                    tick = None  # a gap marker, or garbage: the general path below says which
-            try:
-                if tick is not None:
-                    key = f"{tick.venue}:{tick.symbol}"
-                    buy = tick.side == "buy"
-                    ts = tick.event_time_ms
+                    ticks = None  # a gap marker, or garbage: the general path below says which
+            if ticks is None:
+                try:
+                    events = decode_market_records(r.value)
+                except (msgspec.ValidationError, msgspec.DecodeError):
+                    metrics.RECORDS.labels(topic=r.topic, outcome="bad").inc()
+                    continue
+                for ev in events:
+                    try:
+                        windows = apply_event(store, ev, offset=r.offset, tp=tp)
+                        if self.kline is not None:
+                            windows = windows + self.kline.feed(ev, offset=r.offset, tp=tp)
+                    except ValueError:
+                        metrics.RECORDS.labels(topic=r.topic, outcome="bad").inc()
+                        continue
+                    n_ok += 1
+                    last_ingest[r.topic] = ev.ingest_time_ms
+                    for w in windows:
+                        enqueue(w)
+                continue
+            for tick in ticks:
+                key = f"{tick.venue}:{tick.symbol}"
+                buy = tick.side == "buy"
+                ts = tick.event_time_ms
+                try:
                     windows = on_trade(
                         key,
                         ts,
@@ -129,27 +151,20 @@ class WindowFeed:
                         tp=tp,
                         incomplete=tick.incomplete,
                     )
-                    ingest = tick.ingest_time_ms
-                    if wash is not None:
-                        sig = wash.observe(key, ts, tick.price, tick.size, buy)
-                        if sig is not None:
-                            on_wash(sig, tp, r.offset)
-                    if tick.incomplete:
-                        metrics.RECORDS.labels(topic=r.topic, outcome="after_gap").inc()
-                else:
-                    ev = decode_market(r.value)
-                    windows = apply_event(store, ev, offset=r.offset, tp=tp)
-                    if self.kline is not None:
-                        windows = windows + self.kline.feed(ev, offset=r.offset, tp=tp)
-                    ingest = ev.ingest_time_ms
-            except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
-                # undecodable, or a trade no bar can hold (NaN / non-positive price): counted, never fatal
-                metrics.RECORDS.labels(topic=r.topic, outcome="bad").inc()
-                continue
-            n_ok += 1
-            last_ingest[r.topic] = ingest
-            for w in windows:
-                enqueue(w)
+                except ValueError:  # a trade no bar can hold (NaN / non-positive price): counted, never fatal
+                    metrics.RECORDS.labels(topic=r.topic, outcome="bad").inc()
+                    continue
+                evidence_trade(key, ts, tick.price, tick.size, buy)
+                if wash is not None:
+                    sig = wash.observe(key, ts, tick.price, tick.size, buy)
+                    if sig is not None:
+                        on_wash(sig, tp, r.offset)
+                if tick.incomplete:
+                    metrics.RECORDS.labels(topic=r.topic, outcome="after_gap").inc()
+                n_ok += 1
+                last_ingest[r.topic] = tick.ingest_time_ms
+                for w in windows:
+                    enqueue(w)
         self.stats.records += n_ok
         for topic, ing in last_ingest.items():
             metrics.CONSUMER_LAG.labels(topic=topic).set(max(0.0, (now_ms - ing) / 1000))

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from service.bus.base import TopicPartition
+from service.features.trade_context import TradeContext
 from service.schemas.scoring import Alert
 from service.scoring import metrics
 from service.scoring.alerts import AlertPolicy
@@ -22,6 +23,7 @@ from service.scoring.centres import CentreStore
 from service.scoring.decision import ModelFacts, decide
 from service.scoring.emitter import BatchMarks, Emitter, Mark, WorkerStats
 from service.scoring.kline_lane import AlertEpisodes, KlineLane
+from service.scoring.live_state import LiveContext, LivePublisher
 from service.scoring.registry import LoadedModel, ModelRegistry
 from service.scoring.rules import RuleAlerts
 from service.scoring.scorer import Scorer, WindowResult
@@ -64,7 +66,22 @@ class WindowScoring:
         self.rules = rules
         self.stats = stats
         self._centres: dict[tuple[str, str], CentreStore] = {}
+        self.live = LivePublisher(state, settings.scoring_idle_eviction_s)
         self._infer_cost: dict[tuple[str, str], float] = {}  # (model, version) -> EWMA seconds per window
+
+    def _live(self, batch: list[ClosedWindow], model: LoadedModel) -> list[LiveContext]:
+        """What the API reads for each key of the batch (service/scoring/live_state.py)."""
+        store = self.feed.store
+        out = []
+        for w in batch:
+            st = store.keys.get(w.key) if store is not None else None
+            prints = st.prints if st is not None else TradeContext()  # encoded at once, not kept
+            out.append(
+                LiveContext(
+                    w.key, w.features, w.window_end_ms, model.name, model.version, w.scorable, w.incomplete, prints
+                )
+            )
+        return out
 
     def _centre_store(self, model: LoadedModel) -> CentreStore:
         key = (model.name, model.version)
@@ -136,6 +153,7 @@ class WindowScoring:
             assert d.state is not None
             marks.set(w.key, Mark(w.window_end_ms, d.state), w.tp)
         self.stats.scored += len(batch)
+        await self.live.publish(self._live(batch, model))
         for alert, tp in alerts:
             await em.publish(alert, tp)
         if cs is not None and normal_emb:

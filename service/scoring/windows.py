@@ -14,6 +14,7 @@ a ring of the first offsets of the last `history` bars (plus slack for a lagging
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from service.features.bars import TimeBar, TradeBarBuilder, bars_from_klines
 from service.features.market import MarketFeatureState
 from service.features.sets import FeatureState, feature_set
 from service.features.spec import DEFAULT_PARAMS, FeatureParams
+from service.features.trade_context import TradeContext
 from service.schemas.market import Bar as MarketBar
 from service.schemas.market import Gap, Trade
 
@@ -100,6 +102,7 @@ class KeyState:
     bar_interval_ms: int | None = None
     last_close: float = 0.0
     touched: float = 0.0
+    prints: TradeContext = field(default_factory=TradeContext)  # recent trades, published for the API's scorer
 
     def __post_init__(self) -> None:
         self.ring = np.zeros((self.window, self.n_features), dtype=np.float32)
@@ -178,11 +181,13 @@ class WindowStore:
         warmup_bars: int | None = None,
         history_bars: int | None = None,
         params: FeatureParams = DEFAULT_PARAMS,
+        max_gap_ms: int = 3_600_000,
         features: str = "market",
     ) -> None:
         """`features` names the service/features set the model takes (its manifest's `feature_set`): "market"
         builds `MarketFeatureState(params)` per key, "kline" the kline features (exchange candles only)."""
         self.window = window
+        self.max_gap_ms = max_gap_ms  # longest quiet stretch filled with empty bars (service/features/bars.py)
         self.n_features = n_features
         self.bar_interval_ms = bar_interval_ms
         self.lateness = allowed_lateness_ms
@@ -220,7 +225,7 @@ class WindowStore:
                 window=self.window,
                 n_features=self.n_features,
                 history=self.ring_bars,
-                builder=TradeBarBuilder(self.bar_interval_ms, self.lateness) if trades else None,
+                builder=TradeBarBuilder(self.bar_interval_ms, self.lateness, self.max_gap_ms) if trades else None,
                 feats=self._new_state(),
                 warmup=self.warmup,
                 tp=tp,
@@ -256,7 +261,7 @@ class WindowStore:
             st.touched = time.monotonic()
         b = st.builder
         if b is None:  # this key was fed by bars; trades win from now on
-            b = st.builder = TradeBarBuilder(self.bar_interval_ms, self.lateness)
+            b = st.builder = TradeBarBuilder(self.bar_interval_ms, self.lateness, self.max_gap_ms)
         if ts_ms > self.max_event_ms:
             self.max_event_ms = ts_ms
         by_tp = self.max_event_by_tp
@@ -280,8 +285,10 @@ class WindowStore:
             self.late_ticks += 1
             if new:
                 opens.pop(start, None)
-        elif ts_ms > st.last_event_ms:
-            st.last_event_ms = ts_ms
+        else:
+            st.prints.add(ts_ms, price, size, taker_buy)
+            if ts_ms > st.last_event_ms:
+                st.last_event_ms = ts_ms
         if not bars:
             return []
         out: list[ClosedWindow] = []
@@ -309,7 +316,10 @@ class WindowStore:
         out: list[ClosedWindow] = []
         if st.last_bar_start is not None:
             s = st.last_bar_start + bar.interval_ms
-            while s < bar.start_ms:
+            stop = min(bar.start_ms, s + max(1, self.max_gap_ms // bar.interval_ms) * bar.interval_ms)
+            if stop < bar.start_ms:  # a hole longer than the gap cap: filled up to the cap, then one gap mark
+                bar = dataclasses.replace(bar, incomplete=True)
+            while s < stop:
                 c = st.last_close
                 fill = TimeBar(s, bar.interval_ms, c, c, c, c, 0.0, 0.0, c, 0, 0.0, 0.0, 0.0, None, None, True)
                 w = st.push_bar(fill, ingest_ms, offset)

@@ -96,7 +96,7 @@ async def test_alert_errors_name_the_field(api: Harness) -> None:
     c = api.client
     r = await c.get("/v1/alerts", params={"min_severity": "huge"}, headers=h)
     assert r.status_code == 422 and r.json()["fields"] == ["query.min_severity"]
-    assert "query.min_severity" in r.json()["message"]
+    assert "query.min_severity" in r.json()["detail"]
     r = await c.get("/v1/alerts", params={"cursor": "not-a-cursor", "limit": 0}, headers=h)
     assert r.status_code == 422 and set(r.json()["fields"]) == {"query.cursor", "query.limit"}
     assert (await c.get("/v1/alerts/doesnotexist", headers=h)).status_code == 404

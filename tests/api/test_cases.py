@@ -5,6 +5,7 @@ simulator scoreboard."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import orjson
 
@@ -171,3 +172,63 @@ async def test_scoreboard(api: Harness) -> None:
     assert {x["status"] for x in b["labels"]} == {"detected", "missed", "pending"}
     one = (await api.client.get("/v1/simulator/scoreboard?key=sim:PUMPUSDT", headers=api.h("subscribe"))).json()
     assert one["injected"] == 1 and one["labels"][0]["alert_id"] == "hit1"
+
+
+async def test_spoofing_alert_evidence_has_the_book_walls(api: Harness) -> None:
+    from decimal import Decimal
+
+    from service.schemas.market import BookTop, encode
+    from service.schemas.scoring import AnomalyType
+
+    alert = make_alert(70, anomaly=AnomalyType.SPOOFING_LIKE)
+    end = alert.window_end_ms
+    producer = api.runtime.bus.producer()
+    await producer.start()
+    try:
+        for i in range(-30, 1):  # one book a second; a 900-lot bid wall two ticks down while i is even
+            wall = Decimal(900 if i % 2 == 0 else 3)
+            book = BookTop(
+                venue="sim", symbol="PUMPUSDT", event_time_ms=end + i * 1000, ingest_time_ms=end + i * 1000,
+                update_id=i + 100, best_bid=Decimal("1.00"), best_ask=Decimal("1.01"), bid_size=Decimal(2),
+                ask_size=Decimal(3), bids=[(Decimal("1.00"), Decimal(2)), (Decimal("0.98"), wall)],
+                asks=[(Decimal("1.01"), Decimal(3))], imbalance=0.5,
+            )  # fmt: skip
+            await producer.send(api.settings.topic_books, encode(book), key=b"sim:PUMPUSDT")
+        await producer.flush()
+    finally:
+        await producer.stop()
+    books = context_books(api)
+    await wait_for(lambda: len(books.between("sim:PUMPUSDT", end - 60_000, end)) == 31, timeout=10)
+    await publish_alerts(api.runtime, [alert])
+    await wait_for(lambda: api.runtime.state.get(f"evidence:{alert.id}"), timeout=10)
+    ev = (await api.client.get(f"/v1/alerts/{alert.id}/evidence", headers=api.h("subscribe"))).json()
+    walls = [b["wall_bid_size"] for b in ev["books"]]
+    assert walls.count(900.0) >= 10 and 3.0 in walls and ev["books"][0]["wall_bid"] == 0.98
+    assert not ev["notes"]
+
+
+def context_books(api: Harness) -> Any:
+    from service.api.desk import desk_for
+
+    return desk_for(api.ctx).books
+
+
+async def test_incomplete_evidence_is_completed_without_a_reader(api: Harness) -> None:
+    from service.api.desk import desk_for
+
+    st, key = api.runtime.state, "sim:PUMPUSDT"
+    now = int(time.time() * 1000)
+    end = now - now % 5000
+    alert = make_alert(90).model_copy(update={"window_end_ms": end, "created_ms": end, "id": "fresh1"})
+    await api.ctx.alert_log.append(alert)
+    for i in range(-60, 1):
+        await st.xadd(f"tape:{key}", {"t": end + i * 1000, "o": 1.0, "h": 1.0, "l": 1.0, "c": 1.0, "v": 1.0})
+    desk = desk_for(api.ctx)
+    ev = await desk.capture(orjson.loads(alert.model_dump_json()))
+    assert not ev.complete and "fresh1" in desk.incomplete  # nothing after the alert yet
+    assert await desk.complete_due() == 0
+    for i in range(1, 200):  # what followed, as the tape follower writes it
+        await st.xadd(f"tape:{key}", {"t": end + i * 1000, "o": 1.0, "h": 2.0, "l": 1.0, "c": 2.0, "v": 1.0})
+    assert await desk.complete_due() == 1 and "fresh1" not in desk.incomplete
+    stored = await desk.evidence.get("fresh1")
+    assert stored is not None and stored.complete and any(b.phase == "after" for b in stored.bars)

@@ -6,6 +6,7 @@ marked), opens a case, adds a note and closes it; a screenshot of each step is s
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,8 @@ async def test_browser_desk_pump_alert_evidence_and_case(redis_url: str, unique:
         async with playwright.async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
             try:
-                page = await browser.new_page(viewport={"width": 1500, "height": 950})
+                context = await browser.new_context(viewport={"width": 1500, "height": 950})
+                page = await context.new_page()
                 await page.goto(f"{h.base_url}/#key={h.keys['admin']}")
                 item = page.locator(".alert-item", has_text="sim-binance:ALT1BTC").first
                 await item.wait_for(timeout=150_000)
@@ -174,6 +176,13 @@ async def test_browser_desk_pump_alert_evidence_and_case(redis_url: str, unique:
                 await page.wait_for_function(
                     "document.querySelector('#scoreboard').innerText.includes('detected 1')", timeout=20_000
                 )
+                # health states mean what they say: nothing red while the simulator backfills normally
+                assert await page.locator("#health .tile.bad").count() == 0, await page.locator("#health").inner_text()
+                # one time window for both charts: panning back leaves live, "live" returns to it
+                await page.locator("#pan-back").click()
+                assert "on" not in (await page.locator("#live").get_attribute("class") or "")
+                await page.locator("#live").click()
+                assert "on" in (await page.locator("#live").get_attribute("class") or "")
                 await asyncio.sleep(1.5)  # one more chart refresh so the screenshot shows score and threshold
                 await shot(page, "01-dashboard")
                 # the alert opens into its evidence: its own chart, zoomed on the event, onset and alert marked
@@ -210,6 +219,20 @@ async def test_browser_desk_pump_alert_evidence_and_case(redis_url: str, unique:
                     "document.querySelector('#cases').innerText.includes('closed')", timeout=10_000
                 )
                 await shot(page, "06-case-queue")
+                # the symbol travels in the URL: a link opens the same market
+                other = await context.new_page()  # same browser profile: the key is remembered
+                await other.goto(f"{h.base_url}/#symbol=sim-binance:BTCUSDT")
+                await other.wait_for_function("document.querySelector('#symbol').value === 'sim-binance:BTCUSDT'")
+                await other.close()
+                # the exported report: one file, charts inline, readable offline
+                cases = (await h.client.get("/v1/cases", headers=h.h("subscribe"))).json()["items"]
+                r = await h.client.get(f"/v1/cases/{cases[0]['id']}/report", headers=h.h("subscribe"))
+                report = tmp_path / "case-report.html"
+                report.write_text(r.text, encoding="utf-8")
+                await page.route(re.compile(r"^https?://"), lambda route: route.abort())  # it must need no network
+                await page.goto(report.as_uri())
+                assert await page.locator("svg").count() == 2
+                await shot(page, "07-case-report")
             finally:
                 await browser.close()
         # what the clicks did, as the API records it: the case, its audit trail by the admin key, the feedback
@@ -223,5 +246,8 @@ async def test_browser_desk_pump_alert_evidence_and_case(redis_url: str, unique:
             ("note_added", admin_id),
             ("closed", admin_id),
         ]
+        # the evidence was stored by the worker where it decided the alert, before the alert went out
+        ev = (await h.client.get(f"/v1/alerts/{first['id']}/evidence", headers=h.h("subscribe"))).json()
+        assert ev["source"] == "worker" and ev["trades"] and ev["scores"], {k: ev[k] for k in ("source", "notes")}
         fb = await h.ctx.feedback.latest(str(first["id"]))
         assert fb is not None and fb.verdict == "confirm" and fb.key_id == admin_id

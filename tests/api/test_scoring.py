@@ -5,22 +5,24 @@ exported by harness/modelgen), live market context from followed trades, chain a
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 import pytest
 
-from service.api.followers import TapeFollower
 from service.features.spec import MARKET_FEATURES
-from tests.api.conftest import Harness, api_settings, export_models, harness, wait_for
+from service.scoring.live_state import LiveContext, LivePublisher
+from service.scoring.windows import WindowStore
+from tests.api.conftest import Harness, api_settings, export_models, harness
 
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 WINDOW = 8
+NOW = int(time.time() * 1000) // 5000 * 5000  # event times must be near now (RMAD_EVENT_TIME_*)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ async def scored(redis_url: str, unique: str, model_dir: Path) -> AsyncIterator[
 
 def trade(**over: Any) -> dict[str, Any]:
     body = {"kind": "trade", "venue": "sim", "symbol": "PUMPUSDT", "price": 100.0, "size": 1.0, "side": "buy",
-            "time_ms": 1_700_000_000_000}  # fmt: skip
+            "time_ms": NOW}  # fmt: skip
     body.update(over)
     return body
 
@@ -59,39 +61,35 @@ async def test_score_trade_with_and_without_live_context(scored: Harness) -> Non
     assert r.status_code == 200, r.text
     cold = r.json()
     assert cold["model_name"] == "market" and cold["model_version"] == "v1" and cold["threshold"] == 20.0
-    assert cold["warm"] is False and cold["context_bars"] == 1 and cold["verdict"] in ("normal", "watch")
+    assert cold["warm"] is False and cold["context_bars"] == 0 and cold["verdict"] == "normal"
     assert set(cold["branches"]) == {"md", "trans", "clust"} and len(cold["top_features"]) == 3
-    assert "Only 1 bars of live context" in cold["explanation"]
-    # live trades for PUMPUSDT arrive on the trades topic: a quiet market, then a pump
-    producer = scored.runtime.bus.producer()
-    await producer.start()
-    base = 1_700_000_000_000
-    price = 100.0
+    assert "Only 0 bars of live context" in cold["explanation"]
+    # the worker scores PUMPUSDT's market (a quiet minute, then a pump) and publishes its newest window and trades
+    model = scored.ctx.scoring.model("market")
+    store = WindowStore(WINDOW, model.n_features, 5000, warmup_bars=0)
+    base = NOW - 3_600_000
+    price, last = 100.0, None
     for i in range(300):  # 5-second bars: 60 s quiet, then the price runs up on heavy buying
-        t = base + i * 1000
         pump = i >= 250
         price = price * (1.01 if pump else 1.0 + 0.0005 * ((-1) ** i))
-        ev = {"type": "trade", "venue": "sim", "symbol": "PUMPUSDT", "event_time_ms": t, "ingest_time_ms": t,
-              "trade_id": str(i), "price": f"{price:.6f}", "size": "50" if pump else "1", "side": "buy"}  # fmt: skip
-        await producer.send(scored.settings.topic_trades, orjson.dumps(ev), key=b"sim:PUMPUSDT")
-    await producer.flush()
-    await producer.stop()
-    svc = scored.ctx.scoring
-    tape = next(x for x in scored.runtime.components if isinstance(x, TapeFollower))
-    await wait_for(lambda: tape.handled >= 300)
-    assert len(svc.markets["sim:PUMPUSDT"].rows) == WINDOW
+        for w in store.on_trade("sim:PUMPUSDT", base + i * 1000, price, 50.0 if pump else 1.0, True):
+            last = w
+    assert last is not None
+    ctx = LiveContext("sim:PUMPUSDT", last.features, last.window_end_ms, model.name, model.version, True, False,
+                      store.keys["sim:PUMPUSDT"].prints)  # fmt: skip
+    await LivePublisher(scored.runtime.state, 60.0).publish([ctx])
     r = await c.post(
         "/v1/score/transaction", json=trade(price=price * 1.02, size=80.0, time_ms=base + 300_000), headers=h
     )
     hot = r.json()
-    assert r.status_code == 200 and hot["warm"] is True and hot["context_bars"] >= WINDOW
+    assert r.status_code == 200 and hot["warm"] is True and hot["context_bars"] == WINDOW
     assert hot["fused"] > cold["fused"]
+    assert hot["transaction"]["context"] == 256 and hot["transaction"]["drivers"][0]["name"] == "size"
     if hot["verdict"] in ("anomalous", "critical"):
         assert hot["anomaly_type"] is not None and hot["severity"] is not None
-    # scoring never changes the live state
-    rows_before = [r.copy() for r in svc.markets["sim:PUMPUSDT"].rows]
-    await c.post("/v1/score/transaction", json=trade(price=1.0, time_ms=base + 301_000), headers=h)
-    assert all(np.array_equal(a, b) for a, b in zip(rows_before, svc.markets["sim:PUMPUSDT"].rows, strict=True))
+    # the window is the worker's, as published: the API adds nothing to it
+    r2 = (await c.post("/v1/score/transaction", json=trade(price=1.0, time_ms=base + 301_000), headers=h)).json()
+    assert r2["fused"] == hot["fused"]
 
 
 async def test_batch_window_chain_and_validation(scored: Harness) -> None:
@@ -101,7 +99,7 @@ async def test_batch_window_chain_and_validation(scored: Harness) -> None:
     assert r.status_code == 200, r.text
     assert [x["key"] for x in r.json()["items"]] == ["sim:AUSDT", "sim:BUSDT", "sim:CUSDT"]
     r = await c.post("/v1/score/transactions", json={"items": [trade()] * 5}, headers=h)
-    assert r.status_code == 422 and r.json()["fields"] == ["body.items"] and "at most 4" in r.json()["message"]
+    assert r.status_code == 422 and r.json()["fields"] == ["body.items"] and "at most 4" in r.json()["detail"]
     r = await c.post("/v1/score/transactions", json={"items": []}, headers=h)
     assert r.status_code == 422 and r.json()["fields"] == ["body.items"]
     # 422 names the field
@@ -135,7 +133,7 @@ async def test_batch_window_chain_and_validation(scored: Harness) -> None:
     assert r.status_code == 404 and "no model named 'nope'" in r.json()["detail"]
     # on-chain: address features from Redis (an address never seen scores from zeros)
     tx = {"kind": "chain", "chain": "ethereum", "hash": "0xabc", "from": "0x" + "1" * 40, "to": "0x" + "2" * 40,
-          "value": "1000000000000000000", "fee": "21000", "time_ms": 1_700_000_000_000}  # fmt: skip
+          "value": "1000000000000000000", "fee": "21000", "time_ms": NOW}  # fmt: skip
     r = await c.post("/v1/score/transaction", json=tx, headers=h)
     assert r.status_code == 200, r.text
     assert r.json()["model_name"] == "chain" and r.json()["key"] == "ethereum:0x" + "1" * 40
@@ -175,7 +173,7 @@ async def _both_ways(h: Harness, body: Any, headers: dict[str, str] | list[tuple
 async def test_fast_path_answers_exactly_as_the_route(scored: Harness) -> None:
     h, ctx = scored, scored.ctx
     tx = {"kind": "chain", "chain": "ethereum", "hash": "0xabc", "from": "0x" + "3" * 40, "value": "5", "fee": "1",
-          "time_ms": 1_700_000_000_000}  # fmt: skip
+          "time_ms": NOW}  # fmt: skip
     key = h.keys["score"]
     taken = [
         (trade(symbol="FASTUSDT"), {"X-API-Key": key}),
@@ -217,7 +215,7 @@ async def test_fast_path_503_and_429_as_the_route(redis_url: str, unique: str, m
     settings = api_settings(redis_url, unique + "r", model_dir=str(model_dir), api_rate_burst=6, api_rate_per_s=0.01)
     async with harness(settings, components=False) as h:
         rs = await asyncio.gather(
-            *(h.client.post("/v1/score/transaction", json=trade(time_ms=1_700_000_000_000 + i), headers=h.h("score"))
+            *(h.client.post("/v1/score/transaction", json=trade(time_ms=NOW + i), headers=h.h("score"))
               for i in range(20))
         )  # fmt: skip
         assert sorted(r.status_code for r in rs) == [200] * 6 + [429] * 14

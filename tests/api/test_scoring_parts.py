@@ -4,71 +4,13 @@ response dict against the validated `ScoreResult` (byte for byte), and the micro
 
 from __future__ import annotations
 
-import copy
-import random
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from service.api.scoring import ScoringService, fast_clone
-from service.features.bars import TradeBarBuilder
-from service.features.market import MarketFeatureState
 from service.features.spec import MARKET_FEATURES
 from service.scoring.decision import top_features
-
-
-def _live(n_trades: int, seed: int = 3) -> tuple[TradeBarBuilder, MarketFeatureState, int, float]:
-    rng = random.Random(seed)
-    builder, state = TradeBarBuilder(5000), MarketFeatureState()
-    t, price = 1_700_000_000_000, 100.0
-    for i in range(n_trades):
-        price *= 1 + rng.uniform(-0.002, 0.002)
-        t += rng.choice([0, 0, 300, 1000, 2500])  # same-millisecond trades make rush orders
-        for bar in builder.add_trade(t, price, rng.lognormvariate(0, 1), rng.random() < 0.5):
-            state.update(bar)
-        if i == n_trades // 2:
-            builder.notify_gap(t, t + 7000)
-    return builder, state, t, price
-
-
-@pytest.mark.parametrize("n_trades", [0, 1, 7, 400, 2000])
-def test_fast_clone_is_a_deep_copy(n_trades: int) -> None:
-    builder, state, t, price = _live(n_trades)
-    ref_b, ref_s = copy.deepcopy(builder), copy.deepcopy(state)
-    keep_b, keep_s = copy.deepcopy(builder), copy.deepcopy(state)
-    b2, s2 = fast_clone(builder), fast_clone(state)
-    assert b2 is not builder and s2 is not state
-    # the copies evolve exactly like deep copies
-    for k in range(30):
-        args = (t + 1 + k * 700, price * (1 + 0.01 * k), 1.0 + k, k % 2 == 0)
-        got, want = b2.add_trade(*args), ref_b.add_trade(*args)
-        assert got == want
-        for bar_got, bar_want in zip(got, want, strict=True):
-            assert np.array_equal(s2.update(bar_got), ref_s.update(bar_want))
-    assert b2.flush() == ref_b.flush()
-    # and the originals did not move: they still evolve like the copies taken before
-    args = (t + 60_000, price, 2.0, True)
-    bars, kept = builder.add_trade(*args) + builder.flush(), keep_b.add_trade(*args) + keep_b.flush()
-    assert bars == kept
-    for bar in bars:
-        assert np.array_equal(state.update(bar), keep_s.update(bar))
-
-
-def test_window_from_cached_rows_matches_padded() -> None:
-    f = len(MARKET_FEATURES)
-    rng = np.random.default_rng(0)
-    for t in (1, 4, 8):
-        model = SimpleNamespace(window=t, n_features=f, artifact=SimpleNamespace(normal=rng.normal(size=f)))
-        svc = ScoringService.__new__(ScoringService)
-        for n_live in (0, 1, t - 1, t, t + 3):
-            for n_new in (0, 1, 2, t + 2):
-                live = [rng.normal(size=f).astype(np.float32) for _ in range(n_live)]
-                new = [rng.normal(size=f).astype(np.float32) for _ in range(n_new)]
-                rows = np.stack(live) if live else None
-                got, warm = svc._window(model, rows, new)  # type: ignore[arg-type]
-                want, want_warm = svc.padded(model, [*live, *new])  # type: ignore[arg-type]
-                assert np.array_equal(got, want) and warm == want_warm and got.dtype == np.float32
 
 
 @pytest.mark.parametrize("special", [None, np.nan, np.inf, -np.inf])

@@ -89,3 +89,15 @@ async def test_store_round_trip_and_expiry(state: StateStore) -> None:
 def test_no_bars_no_scores(n: int) -> None:
     ev = build_evidence(_alert(T0), _bars(n), [], bar_ms=BAR, now_ms=T0)
     assert ev.onset_ms == ev.alert_ms == T0 and len(ev.bars) == n
+
+
+def test_complete_follows_the_data_not_the_wall_clock() -> None:
+    # a backfill decides an alert long after it happened: the evidence waits for data past its window
+    alert_ms = T0 + 40 * BAR
+    now = alert_ms + 600_000  # ten minutes later by the wall clock
+    early = build_evidence(_alert(alert_ms), _bars(41), _scores([1] * 9), bar_ms=BAR, now_ms=now)
+    assert not early.complete and not [b for b in early.bars if b.phase == "after"]
+    done = build_evidence(_alert(alert_ms), _bars(300), _scores([1] * 9), bar_ms=BAR, now_ms=now)
+    assert done.complete and [b for b in done.bars if b.phase == "after"]
+    quiet = build_evidence(_alert(alert_ms), _bars(41), [], bar_ms=BAR, now_ms=alert_ms + 2 * 3_600_000)
+    assert quiet.complete  # a market gone quiet is given up on after an hour

@@ -30,7 +30,7 @@ from service.ingest.simulator import (
     with_pump_at,
     write_labels,
 )
-from service.schemas.market import BookTop, Trade, decode_market
+from service.schemas.market import BookTop, Trade, decode_market, decode_market_records
 from service.settings import load_settings
 
 BASE = SimConfig(duration_s=600, anomalies=())
@@ -266,9 +266,9 @@ async def test_realtime_source_catches_up_and_publishes_labels() -> None:
                 if rec.topic == settings.topic_sim_labels:
                     labels.append(SimLabel.model_validate_json(rec.value))
                 else:
-                    ev = decode_market(rec.value)
-                    assert isinstance(ev, Trade) and ev.event_time_ms <= ev.ingest_time_ms + 1
-                    trades += 1
+                    for ev in decode_market_records(rec.value):
+                        assert isinstance(ev, Trade) and ev.event_time_ms <= ev.ingest_time_ms + 1
+                        trades += 1
             if labels and trades > 200:
                 break
             await asyncio.sleep(0.02)

@@ -18,6 +18,7 @@ from service.bus.kafka import KafkaBus, KafkaOptions
 from service.ingest.publisher import MarketPublisher
 from service.scoring.alerts import AlertPolicy
 from service.scoring.decision import Decision
+from service.scoring.live_state import read_live
 from service.scoring.offline import score_events
 from service.scoring.registry import ModelRegistry
 from service.scoring.scorer import Scorer
@@ -86,6 +87,14 @@ async def test_worker_rmad_score_and_api_decide_alike(
         expected = {k for k in offline if k[1] <= scn.max_event_ms - 3 * INTERVAL_MS}
         await wait_for(lambda: expected <= out.windows(), 120, "every window")
         await wait_for(lambda: len(out.alerts) >= len([k for k in alerted if k in expected]), 30, "the alerts")
+        # the live context the API reads: each key's newest scored window and its recent trades
+        newest: dict[str, int] = {}
+        for key, end in out.windows():
+            newest[key] = max(end, newest.get(key, 0))
+        for key, end in newest.items():
+            live = await read_live(state, key)
+            assert live is not None and live.window_end_ms == end and live.model_version == model.version
+            assert live.window.shape == (model.window, model.n_features) and len(live.prints) > 0
     finally:
         await worker.stop()
         stop.set()

@@ -66,3 +66,42 @@ def test_an_out_of_order_print_does_not_stall_trimming_and_state_stays_bounded()
     st = m._keys["v:S"]
     assert len(st.recent) <= 64
     assert len(st.volume) <= 1000 // 250 + 2
+
+
+def _reference_matches(prints: list[tuple[int, float, float, bool]], pair_ms: int) -> list[bool]:
+    """Which prints match, by the rule's definition: the oldest unmatched opposite print of the same price and size
+    among those kept (arrival order, dropped from the front once `pair_ms` older than the newest time seen), found
+    by a linear scan; the monitor does it with an index."""
+    recent: list[tuple[int, float, float, bool]] = []
+    newest, out = 0, []
+    for ts, px, qty, buy in prints:
+        newest = max(newest, ts)
+        while recent and newest - recent[0][0] > pair_ms:
+            recent.pop(0)
+        hit = next((i for i, r in enumerate(recent) if r[3] != buy and r[1] == px and r[2] == qty), None)
+        if hit is None:
+            recent.append((ts, px, qty, buy))
+        else:
+            del recent[hit]
+        out.append(hit is not None)
+    return out
+
+
+def test_indexed_matching_pairs_exactly_as_the_scan_does() -> None:
+    rng = random.Random(3)
+    t, prints = 1_000_000, []
+    for _ in range(5000):  # few prices and sizes, both sides, some out of order: many candidate pairs
+        t += rng.choice((0, 1, 2, 5, 10, 20))
+        prints.append(
+            (t - rng.choice((0, 0, 0, 7)), rng.choice((1.0, 1.5)), rng.choice((0.1, 0.2, 0.3)), rng.random() < 0.5)
+        )
+    m = WashMonitor(pair_ms=50, min_pairs=10**9)
+    pairs = []
+    for ts, px, qty, buy in prints:
+        m.observe("k", ts, px, qty, buy)
+        pairs.append(m._keys["k"].pairs)
+    want = _reference_matches(prints, 50)
+    got = [b > a for a, b in zip([0, *pairs], pairs, strict=False)]
+    # pairs also fall as the 60 s window slides; over 5,000 prints of < 60 s in all, every step up is a match
+    assert prints[-1][0] - prints[0][0] < 60_000
+    assert got == want and sum(want) > 200

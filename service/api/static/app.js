@@ -37,6 +37,11 @@ function utcDate(ms) {
   const d = new Date(ms);
   return `${d.getUTCFullYear()}-${pad2(d.getUTCMonth() + 1)}-${pad2(d.getUTCDate())} ${hms(ms)} UTC`;
 }
+// prices span 1e-8 (small caps quoted in BTC) to 1e5: short labels that fit the axis either way
+function fmtPrice(v) {
+  const a = Math.abs(v);
+  return a !== 0 && (a < 0.01 || a >= 1e6) ? v.toExponential(4) : v.toPrecision(6);
+}
 function fmtDur(s) {
   if (s === null || s === undefined) return "n/a";
   s = Math.max(0, s);
@@ -154,6 +159,7 @@ async function refreshCharts() {
       api(`/v1/scores/${keyPath(sym)}?limit=${full ? 5000 : 60}`),
     ]);
     if (sym !== state.symbol) return;
+    if (full) fitLatestAlert(sym, tape.bars, scores.items);
     for (const b of tape.bars) state.tape.set(b.t, b);
     for (const s of scores.items) state.scores.set(s.window_end_ms, s);
     state.loadedFor = sym;
@@ -161,6 +167,16 @@ async function refreshCharts() {
     trim(state.scores, 5000);
   } catch (e) { /* keep the last picture */ }
   drawCharts();
+}
+
+// on opening a market, widen the live window (up to an hour) so its latest alert is in view: after a backfill or
+// a quiet spell the alert may lie well before the last ten minutes
+function fitLatestAlert(sym, bars, scores) {
+  const latest = state.alerts.find((r) => r.alert.key === sym);
+  if (!latest || state.view.end !== null) return;
+  const newest = Math.max(0, ...bars.map((b) => b.t), ...scores.map((s) => s.window_end_ms));
+  const need = newest - latest.alert.window_end_ms + 2 * MIN;
+  if (need > state.view.span) state.view.span = Math.min(60 * MIN, need);
 }
 
 function trim(map, most) {
@@ -232,7 +248,7 @@ function drawSpans(ctx, x, labels, top, bottom, withText) {
     ctx.beginPath(); ctx.moveTo(x(l.onset_ms), top); ctx.lineTo(x(l.onset_ms), bottom); ctx.stroke(); ctx.setLineDash([]);
     if (withText) {
       ctx.fillStyle = "#d29922";
-      ctx.fillText(`injected: ${l.type.replaceAll("_", " ")}`, Math.max(a, 72) + 3, top + 12);
+      ctx.fillText(`injected: ${l.type.replaceAll("_", " ")}`, Math.max(a, 120) + 3, top + 12);
     }
     n++;
   }
@@ -263,7 +279,7 @@ function drawPrice() {
     const span = hi - lo || hi * 0.01 || 1;
     lo -= span * 0.05; hi += span * 0.05;
     const y = (p) => pad.t + plotH * (1 - (p - lo) / (hi - lo));
-    drawValueAxis(ctx, y, lo, hi, pad.l, w - pad.r, (v) => v.toPrecision(6));
+    drawValueAxis(ctx, y, lo, hi, pad.l, w - pad.r, fmtPrice);
     const vmax = Math.max(...bars.map((b) => b.v)) || 1;
     const volTop = pad.t + plotH + 6, volH = h - pad.b - volTop;
     const bw = Math.max(1, (w - pad.l - pad.r) * 1000 / (t1 - t0) - 1);
@@ -286,7 +302,7 @@ function drawPrice() {
       markers.push({ id: a.id, x: px, y: py });
     }
     const last = bars[bars.length - 1];
-    $("price-legend").textContent = `${state.symbol} · last ${last.c.toPrecision(6)} at ${utc(last.t)} · ${markers.length} alert${markers.length === 1 ? "" : "s"} in view`;
+    $("price-legend").textContent = `${state.symbol} · last ${fmtPrice(last.c)} at ${utc(last.t)} · ${markers.length} alert${markers.length === 1 ? "" : "s"} in view`;
   } else {
     $("price-legend").textContent = state.symbol;
   }
@@ -529,7 +545,10 @@ function renderEvidence() {
   const ev = state.ev;
   const a = state.evAlert;
   const run = (ev.alert_ms - ev.onset_ms) / 1000;
-  $("ev-summary").textContent = `${a.explanation} · score ${ev.score.toPrecision(3)} against threshold ${ev.threshold.toPrecision(3)} · onset ${utc(ev.onset_ms)}, alert ${utc(ev.alert_ms)} (${run.toFixed(0)} s above threshold) · model ${ev.model}${ev.complete ? "" : " · the after-part is still being recorded"}`;
+  const when = run > 0
+    ? `onset ${utc(ev.onset_ms)}, alert ${utc(ev.alert_ms)}: ${run.toFixed(0)} s above the threshold before it fired`
+    : `onset = alert ${utc(ev.alert_ms)}: the first window above the threshold fired`;
+  $("ev-summary").textContent = `${a.explanation} · ${when} · model ${ev.model}${ev.complete ? "" : " · what followed is still being recorded"}`;
   drawEvidence();
   const bt = $("ev-branches");
   bt.innerHTML = "<tr><th>branch</th><th>score</th><th>weight</th></tr>";
@@ -550,7 +569,7 @@ function renderEvidence() {
     const buys = tr.filter((t) => t.side === "buy");
     const vol = tr.reduce((s, t) => s + t.size, 0), bvol = buys.reduce((s, t) => s + t.size, 0);
     const px = tr.map((t) => t.price);
-    $("ev-trades").textContent = `${tr.length} trades from ${utc(tr[0].t)} to ${utc(tr[tr.length - 1].t)}; ${(100 * bvol / (vol || 1)).toFixed(0)} % of the volume bought by takers; price ${Math.min(...px).toPrecision(5)} to ${Math.max(...px).toPrecision(5)}`;
+    $("ev-trades").textContent = `${tr.length} trades from ${utc(tr[0].t)} to ${utc(tr[tr.length - 1].t)}; ${(100 * bvol / (vol || 1)).toFixed(0)} % of the volume bought by takers; price ${fmtPrice(Math.min(...px))} to ${fmtPrice(Math.max(...px))}`;
   } else {
     $("ev-trades").textContent = ev.books.length ? `${ev.books.length} book snapshots` : "no trades recorded for this alert";
   }
@@ -575,7 +594,7 @@ function drawEvidence() {
     let lo = Math.min(...ev.bars.map((b) => b.l)), hi = Math.max(...ev.bars.map((b) => b.h));
     const sp = hi - lo || hi * 0.01 || 1; lo -= sp * 0.05; hi += sp * 0.05;
     const y = (p) => pad.t + (split - pad.t - 8) * (1 - (p - lo) / (hi - lo));
-    drawValueAxis(ctx, y, lo, hi, pad.l, w - pad.r, (v) => v.toPrecision(6));
+    drawValueAxis(ctx, y, lo, hi, pad.l, w - pad.r, fmtPrice);
     ctx.strokeStyle = "#58a6ff"; ctx.lineWidth = 1.5; ctx.beginPath();
     ev.bars.forEach((b, i) => (i ? ctx.lineTo(x(b.t), y(b.c)) : ctx.moveTo(x(b.t), y(b.c))));
     ctx.stroke(); ctx.lineWidth = 1;
@@ -605,9 +624,10 @@ function drawEvidence() {
   };
   mark(ev.onset_ms, `onset ${hms(ev.onset_ms)}`, "#e3b341", 1);
   mark(ev.alert_ms, `alert ${hms(ev.alert_ms)}`, "#f85149", 2);
-  ctx.fillStyle = "#8b98a8";
-  ctx.fillText("price", 6, pad.t + 10);
-  ctx.fillText("score", 6, split + 20);
+  ctx.fillStyle = "#c9d1d9"; ctx.font = "bold 11px system-ui, sans-serif";
+  ctx.fillText("price", pad.l + 6, pad.t + 12);
+  ctx.fillText("score", pad.l + 6, split + 22);
+  ctx.font = "11px system-ui, sans-serif";
   c.dataset.onset = String(ev.onset_ms);
   c.dataset.alert = String(ev.alert_ms);
 }
@@ -640,7 +660,8 @@ function renderCase() {
   if (c.status !== "closed") $("case-set-status").value = c.status;
   $("case-assignee").value = c.assignee;
   const closed = c.status === "closed";
-  for (const id of ["close-case", "case-disposition", "case-save", "case-set-status"]) $(id).disabled = closed;
+  $("case-edit").hidden = closed;  // a closed case is read, exported or reopened; not edited in place
+  $("reopen-case").hidden = !closed;
   const ol = $("case-audit");
   ol.innerHTML = "";
   for (const r of (c.audit || []).slice().reverse()) {
@@ -690,6 +711,8 @@ function wireCase() {
   $("close-case").addEventListener("click", () => caseAction(
     () => post(`/v1/cases/${state.evCase.id}`, { status: "closed", disposition: $("case-disposition").value }, "PATCH"),
     "case closed"));
+  $("reopen-case").addEventListener("click", () => caseAction(
+    () => post(`/v1/cases/${state.evCase.id}`, { status: "open" }, "PATCH"), "case reopened"));
   $("case-report").addEventListener("click", async () => {
     try {
       const r = await fetch(`/v1/cases/${state.evCase.id}/report`, { headers: { "X-API-Key": state.key } });
@@ -787,16 +810,17 @@ document.addEventListener("keydown", (e) => { if (e.key === "Escape" && !$("evid
 wireChart($("price"));
 wireChart($("score"));
 wireCase();
+const wantAlert = hashParams().get("alert");  // read before anything rewrites the URL
 {
   const sym = hashParams().get("symbol");
-  if (sym) { state.symbol = sym; state.userPicked = true; }
+  if (sym) selectSymbol(sym, true);
 }
 loadAlerts().then(async () => {
   connect();
   await refreshSymbols();
-  const want = hashParams().get("alert");
-  const rec = want && state.alerts.find((r) => r.alert.id === want);
-  if (rec) openEvidence(rec);
+  let rec = wantAlert && state.alerts.find((r) => r.alert.id === wantAlert);
+  if (wantAlert && !rec) rec = await api(`/v1/alerts/${encodeURIComponent(wantAlert)}`).catch(() => null);
+  if (rec) { selectSymbol(rec.alert.key, true); openEvidence(rec); }
 });
 refreshAll();
 tickClock();

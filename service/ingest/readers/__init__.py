@@ -27,6 +27,7 @@ Modules: `common` (formats, errors, shared parsing), `trades`, `candles`, `frame
 from __future__ import annotations
 
 import csv
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,13 +39,15 @@ from service.ingest.readers.common import (
     BadRowHandler,
     Format,
     ReaderError,
+    bad_row,
     interval_name,
     open_text,
     symbol_from_name,
 )
 from service.ingest.readers.frames import read_events_jsonl, read_ws_frames
 from service.ingest.readers.trades import read_binance_trades_csv
-from service.schemas.market import AnyMarketEvent
+from service.schemas.eventtime import DEFAULT_BOUNDS, TimeBounds
+from service.schemas.market import AnyMarketEvent, encode
 
 # -------------------------------------------------------------------------------------------------- facade
 
@@ -79,6 +82,7 @@ def read_events(
     *,
     venue: str | None = None,
     on_bad: BadRowHandler | None = None,
+    bounds: TimeBounds | None = DEFAULT_BOUNDS,
 ) -> Iterator[AnyMarketEvent]:
     """Stream the normalised events of one recorded file, in file order.
 
@@ -86,18 +90,36 @@ def read_events(
     events-jsonl) only that symbol's events; for files that do not (klines, NAB), the symbol to give the bars
     (default: taken from the file name). `venue` overrides the default venue (binance-spot; nab for NAB).
     `on_bad(raw, reason, detail)` receives rows that cannot be read; without it a bad row raises ReaderError.
+    `bounds`: an event stamped further after now than `bounds.max_future_ms` is a bad row (`bad_time`); files are
+    history, so age is no reason. The bar builder turns a long hole between events into one gap mark.
     """
     p = Path(path)
     if not p.is_file():
         raise ReaderError(f"{p}: no such file")
     fmt = format or sniff_format(p)
     try:
-        yield from _dispatch(p, fmt, symbol, venue, on_bad)
+        events = _dispatch(p, fmt, symbol, venue, on_bad)
+        yield from (events if bounds is None else _in_bounds(events, p, bounds, on_bad))
     except ReaderError:
         raise
     except (OSError, EOFError, csv.Error, zlib.error, UnicodeError, ValueError, ArithmeticError) as exc:
         # file-level damage (a truncated gzip, a NUL byte, an oversized field): one clear error naming the file
         raise ReaderError(f"{p}: cannot read as {fmt}: {type(exc).__name__}: {exc}") from exc
+
+
+def _in_bounds(
+    events: Iterator[AnyMarketEvent], p: Path, bounds: TimeBounds, on_bad: BadRowHandler | None
+) -> Iterator[AnyMarketEvent]:
+    now = int(time.time() * 1000)
+    for n, ev in enumerate(events, 1):
+        why = bounds.refuse(ev.event_time_ms, now, live=False)
+        if why is not None:
+            now = int(time.time() * 1000)  # the clock may have moved on since the file was opened: look again
+            why = bounds.refuse(ev.event_time_ms, now, live=False)
+        if why is None:
+            yield ev
+            continue
+        bad_row(on_bad, p, n, encode(ev).decode(), "bad_time", f"event {n}: event time {ev.event_time_ms}: {why}")
 
 
 def _dispatch(

@@ -159,7 +159,11 @@ class SimulatorSource:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
         if self._producer is not None:
-            await self._producer.stop()
+            try:
+                if self.publisher is not None:
+                    await self.publisher.flush()  # its open trade packs
+            finally:
+                await self._producer.stop()
 
     def health(self) -> Health:
         if self.sim is None:
